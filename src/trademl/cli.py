@@ -1,0 +1,170 @@
+"""The ``trademl`` command.
+
+Subcommands::
+
+    trademl data synth --rows 5000 --seed 1 --out candles.csv
+    trademl data check candles.csv [--out clean.parquet]
+    trademl features candles.csv --out features.parquet
+    trademl features --list [--markdown]
+
+Errors a user can fix (:class:`trademl.errors.TradeMLError`) are printed as one
+line on stderr with exit status 2, never as a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import pandas as pd
+
+from trademl.errors import DataError, TradeMLError
+
+__all__ = ["main"]
+
+EXIT_USER_ERROR = 2
+
+
+def _write_frame(df: pd.DataFrame, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    suffix = path.suffix.lower()
+    if suffix in (".parquet", ".pq"):
+        df.to_parquet(path)
+    elif suffix == ".csv":
+        df.to_csv(path, index_label="timestamp")
+    else:
+        raise DataError(f"{path}: output must end in .csv or .parquet")
+
+
+def _cmd_synth(args: argparse.Namespace) -> int:
+    from trademl.synthetic import generate_ohlcv
+
+    df = generate_ohlcv(args.rows, seed=args.seed, freq=args.freq, momentum=args.momentum)
+    _write_frame(df, Path(args.out))
+    print(f"wrote {len(df)} synthetic candles to {args.out}")
+    return 0
+
+
+def _cmd_check(args: argparse.Namespace) -> int:
+    from trademl.cleaning import clean_ohlcv_data
+    from trademl.data import load_ohlcv_data
+
+    overrides = dict(_parse_overrides(args.set))
+    raw = load_ohlcv_data(args.path)
+    clean, report = clean_ohlcv_data(raw, overrides)
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=2, default=str))
+    else:
+        print(f"{args.path}: {len(raw)} rows, {raw.index[0]} .. {raw.index[-1]}")
+        print(report.summary())
+    if args.out:
+        _write_frame(clean, Path(args.out))
+        print(f"wrote {len(clean)} clean candles to {args.out}")
+    return 0
+
+
+def _cmd_features(args: argparse.Namespace) -> int:
+    from trademl.features import FeatureConfig, build_feature_matrix, feature_catalogue
+
+    if args.list:
+        cat = feature_catalogue()
+        if args.markdown:
+            print(catalogue_markdown(cat))
+        else:
+            with pd.option_context("display.max_colwidth", 90, "display.width", 200):
+                print(cat.to_string(index=False))
+        return 0
+    if not args.path:
+        raise DataError("give a candle file (CSV or Parquet) or --list")
+    from trademl.cleaning import clean_ohlcv_data
+    from trademl.data import load_ohlcv_data
+
+    clean, report = clean_ohlcv_data(load_ohlcv_data(args.path))
+    X, frep = build_feature_matrix(clean, FeatureConfig(), return_report=True)
+    print(report.summary())
+    print(f"{frep.n_features} features on {frep.rows_out} rows ({frep.warmup_rows} warm-up rows "
+          "removed)")
+    if args.out:
+        _write_frame(X, Path(args.out))
+        print(f"wrote {args.out}")
+    return 0
+
+
+def catalogue_markdown(cat: pd.DataFrame) -> str:
+    """The feature catalogue as the Markdown table of ``docs/features.md``."""
+    lines = [
+        "| # | feature | group | formula | lookback |",
+        "|---|---|---|---|---|",
+    ]
+    for i, row in enumerate(cat.itertuples(index=False), start=1):
+        formula = row.formula.replace("|", "\\|")
+        lines.append(f"| {i} | `{row.name}` | {row.group} | {formula} | {row.lookback} |")
+    return "\n".join(lines)
+
+
+def _parse_overrides(items: Sequence[str] | None) -> list[tuple[str, object]]:
+    out = []
+    for item in items or []:
+        if "=" not in item:
+            raise DataError(f"--set {item!r}: expected key=value")
+        key, value = item.split("=", 1)
+        try:
+            parsed: object = json.loads(value)
+        except json.JSONDecodeError:
+            parsed = value
+        out.append((key.strip(), parsed))
+    return out
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="trademl", description=__doc__.split("\n\n")[0])
+    parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    data = sub.add_parser("data", help="synthetic candles, loading and cleaning reports")
+    dsub = data.add_subparsers(dest="data_command", required=True)
+    synth = dsub.add_parser("synth", help="write synthetic candles")
+    synth.add_argument("--rows", type=int, default=5000)
+    synth.add_argument("--seed", type=int, default=0)
+    synth.add_argument("--freq", default="1h")
+    synth.add_argument("--momentum", type=float, default=0.3,
+                       help="planted AR(1) effect in the trending regime (0 = none)")
+    synth.add_argument("--out", required=True, help="output .csv or .parquet")
+    synth.set_defaults(func=_cmd_synth)
+    check = dsub.add_parser("check", help="load and clean a candle file, print the report")
+    check.add_argument("path")
+    check.add_argument("--set", action="append", metavar="KEY=VALUE",
+                       help="cleaning policy override, e.g. --set duplicates=error")
+    check.add_argument("--json", action="store_true", help="print the report as JSON")
+    check.add_argument("--out", help="write the cleaned candles (.csv or .parquet)")
+    check.set_defaults(func=_cmd_check)
+
+    feats = sub.add_parser("features", help="build the feature matrix, or list the catalogue")
+    feats.add_argument("path", nargs="?")
+    feats.add_argument("--list", action="store_true", help="print the feature catalogue")
+    feats.add_argument("--markdown", action="store_true", help="with --list: as Markdown")
+    feats.add_argument("--out", help="write the features (.csv or .parquet)")
+    feats.set_defaults(func=_cmd_features)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``trademl`` console script; returns the exit status."""
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    args = parser.parse_args(args_list)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args.func(args) or 0)
+    except TradeMLError as exc:
+        print(f"trademl: error: {' '.join(str(exc).split())}", file=sys.stderr)
+        return EXIT_USER_ERROR
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,114 @@
+"""The whole preparation chain: candles -> clean -> features -> labels -> split."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from trademl._config import coerce_config
+from trademl.cleaning import CleaningConfig, clean_ohlcv_data
+from trademl.data import load_ohlcv_data
+from trademl.errors import DataError, InsufficientDataError
+from trademl.features import FeatureConfig, build_feature_matrix
+from trademl.labels import LabelConfig, align_data_for_training
+from trademl.splits import SplitConfig, split_train_test
+
+__all__ = ["PreparedData", "prepare_data_for_ml"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class PreparedData:
+    """Train/test matrices and everything needed to reproduce or audit them.
+
+    ``candles`` is the cleaned OHLCV the features were built from (for
+    backtests); ``fwd_*`` are the forward returns of each labelled row (for
+    information-coefficient metrics); ``report`` gathers the cleaning, feature,
+    label and split reports.
+    """
+
+    X_train: pd.DataFrame
+    X_test: pd.DataFrame
+    y_train: pd.Series
+    y_test: pd.Series
+    fwd_train: pd.Series
+    fwd_test: pd.Series
+    feature_names: list[str]
+    candles: pd.DataFrame
+    features: FeatureConfig
+    labels: LabelConfig
+    report: dict[str, Any] = field(default_factory=dict)
+
+
+def prepare_data_for_ml(
+    source: str | Path | pd.DataFrame,
+    *,
+    cleaning: CleaningConfig | dict | None = None,
+    features: FeatureConfig | dict | None = None,
+    labels: LabelConfig | dict | None = None,
+    split: SplitConfig | dict | None = None,
+) -> PreparedData:
+    """Run the chain from a file path or a raw candle frame to train/test matrices.
+
+    The features of a row use that bar and earlier ones; its label uses the next
+    ``labels.horizon`` bars; the last ``purge >= horizon`` rows before the test
+    period are dropped from training, so no training label sees the test period.
+    """
+    clean_cfg = coerce_config(cleaning, CleaningConfig, name="cleaning")
+    feat_cfg = coerce_config(features, FeatureConfig, name="features")
+    label_cfg = coerce_config(labels, LabelConfig, name="labels")
+    split_cfg = coerce_config(split, SplitConfig, name="split")
+    purge = split_cfg.purge_for(label_cfg.horizon)
+
+    if isinstance(source, str | Path):
+        raw = load_ohlcv_data(source)
+    elif isinstance(source, pd.DataFrame):
+        raw = source
+    else:
+        raise DataError(f"expected a file path or a DataFrame of candles, got {type(source).__name__}")
+    name = raw.attrs.get("source", "data")
+    candles, clean_report = clean_ohlcv_data(raw, clean_cfg)
+    candles.attrs["source"] = name
+    if len(candles) < feat_cfg.min_rows:
+        raise InsufficientDataError(
+            f"{name}: {len(candles)} clean rows, but the features need at least "
+            f"{feat_cfg.min_rows} ({feat_cfg.warmup} warm-up bars plus one) and training needs "
+            "many more", needed=feat_cfg.min_rows, got=len(candles))
+    X, feat_report = build_feature_matrix(candles, feat_cfg, return_report=True)
+    lab = align_data_for_training(candles, config=label_cfg)
+    common = X.index.intersection(lab.y.index)
+    X = X.loc[common]
+    y = lab.y.loc[common]
+    fwd = lab.forward_return.loc[common]
+    try:
+        sp = split_train_test(X, train_ratio=split_cfg.train_ratio, purge=purge,
+                              min_train_rows=split_cfg.min_train_rows)
+    except InsufficientDataError as exc:
+        needed = exc.needed + feat_cfg.warmup + label_cfg.horizon
+        raise InsufficientDataError(
+            f"{name}: {len(candles)} clean candles give {len(X)} labelled feature rows; a "
+            f"{split_cfg.train_ratio:g} split with purge {purge} and "
+            f"{split_cfg.min_train_rows} training rows needs about {needed} candles",
+            needed=needed, got=len(candles)) from exc
+
+    report = {
+        "source": name,
+        "cleaning": clean_report.to_dict(),
+        "features": feat_report.to_dict(),
+        "labels": lab.report(),
+        "split": sp.report(X.index),
+    }
+    log.info("prepared %s: %d train / %d test rows, %d features, %d purged",
+             name, sp.train.size, sp.test.size, X.shape[1], purge)
+    return PreparedData(
+        X_train=X.iloc[sp.train], X_test=X.iloc[sp.test],
+        y_train=y.iloc[sp.train], y_test=y.iloc[sp.test],
+        fwd_train=fwd.iloc[sp.train], fwd_test=fwd.iloc[sp.test],
+        feature_names=list(X.columns), candles=candles,
+        features=feat_cfg, labels=label_cfg, report=report,
+    )
