@@ -180,9 +180,8 @@ def clean_ohlcv_data(
     _check_shape(df, source)
     report = CleaningReport(rows_in=len(df) + 0)
     out = df.loc[:, list(OHLCV_COLUMNS)].astype(np.float64)
-    if out.index.tz is None:
-        out.index = out.index.tz_localize("UTC")
-    out.index.name = "timestamp"
+    index = out.index.tz_localize("UTC") if out.index.tz is None else out.index.tz_convert("UTC")
+    out.index = index.as_unit("ns").rename("timestamp")
 
     out = _sort(out, df, cfg, report, source)
     out = _dedupe(out, cfg, report, source)

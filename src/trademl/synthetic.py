@@ -37,7 +37,8 @@ def generate_ohlcv(
     regimes: bool = True,
     regime_persistence: float = 0.985,
     base_volume: float = 100.0,
-) -> pd.DataFrame:
+    return_regime: bool = False,
+) -> pd.DataFrame | tuple[pd.DataFrame, np.ndarray]:
     """Generate ``n`` candles, deterministic for a given ``seed``.
 
     Parameters
@@ -60,12 +61,14 @@ def generate_ohlcv(
         Probability of staying in the current regime from one bar to the next.
     base_volume
         Median volume of a calm bar.
+    return_regime
+        Also return the regime of each bar (0 calm, 1 trending, 2 turbulent).
 
     Returns
     -------
     pandas.DataFrame
-        ``open, high, low, close, volume`` (float64) on a UTC ``DatetimeIndex``.
-        ``attrs["regime"]`` holds the regime of each bar (0 calm, 1 trending, 2 turbulent).
+        ``open, high, low, close, volume`` (float64) on a UTC ``DatetimeIndex``
+        (and the regime array when ``return_regime``).
     """
     check_positive_int("n", n, minimum=2)
     if not 0.0 <= momentum <= 0.9:
@@ -77,7 +80,7 @@ def generate_ohlcv(
     rng = np.random.default_rng(seed)
     try:
         index = pd.date_range(start=start, periods=n, freq=_pandas_freq(freq), tz="UTC",
-                              name="timestamp")
+                              name="timestamp", unit="ns")
     except (ValueError, TypeError) as exc:
         raise ConfigError(f"bad start={start!r} or freq={freq!r}: {exc}") from exc
 
@@ -101,8 +104,7 @@ def generate_ohlcv(
         {"open": open_, "high": high, "low": low, "close": close, "volume": volume}, index=index
     )
     df.attrs["source"] = f"synthetic(n={n}, seed={seed}, momentum={momentum})"
-    df.attrs["regime"] = regime
-    return df
+    return (df, regime) if return_regime else df
 
 
 def _pandas_freq(freq: str) -> str:

@@ -1,0 +1,51 @@
+"""Shared fixtures: small synthetic candles and helpers to write candle files."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+
+from trademl import generate_ohlcv
+
+settings.register_profile(
+    "trademl", deadline=None, max_examples=40,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+settings.load_profile("trademl")
+
+
+@pytest.fixture
+def candles() -> pd.DataFrame:
+    """1,500 hourly synthetic candles with the planted momentum effect."""
+    return generate_ohlcv(1500, seed=7, momentum=0.3)
+
+
+def write_csv(df: pd.DataFrame, path, **kwargs) -> str:
+    df.to_csv(path, index_label="timestamp", **kwargs)
+    return str(path)
+
+
+_step = st.one_of(st.just(0.0), st.floats(1e-4, 0.05), st.floats(-0.05, -1e-4))
+
+
+@st.composite
+def ohlcv_frames(draw, min_rows: int = 52, max_rows: int = 140) -> pd.DataFrame:
+    """Valid random candles, including flat stretches and zero volume."""
+    n = draw(st.integers(min_rows, max_rows))
+    rets = draw(arrays(np.float64, n, elements=_step))
+    wick_up = draw(arrays(np.float64, n, elements=st.one_of(st.just(0.0), st.floats(1e-4, 0.03))))
+    wick_dn = draw(arrays(np.float64, n, elements=st.one_of(st.just(0.0), st.floats(1e-4, 0.03))))
+    gaps = draw(arrays(np.float64, n, elements=st.one_of(st.just(0.0), st.floats(-0.01, 0.01))))
+    volume = draw(arrays(np.float64, n, elements=st.one_of(st.just(0.0), st.floats(1e-3, 1e6))))
+    start = draw(st.floats(1e-2, 1e5))
+    close = start * np.exp(np.cumsum(rets))
+    open_ = np.concatenate(([start], close[:-1])) * np.exp(gaps)
+    high = np.maximum(open_, close) * np.exp(wick_up)
+    low = np.minimum(open_, close) * np.exp(-wick_dn)
+    index = pd.date_range("2024-01-01", periods=n, freq="h", tz="UTC", name="timestamp")
+    return pd.DataFrame({"open": open_, "high": high, "low": low, "close": close,
+                         "volume": volume}, index=index)
