@@ -12,7 +12,9 @@ from hypothesis.extra.numpy import arrays
 from trademl import generate_ohlcv
 
 settings.register_profile(
-    "trademl", deadline=None, max_examples=40,
+    "trademl",
+    deadline=None,
+    max_examples=40,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 settings.load_profile("trademl")
@@ -47,5 +49,6 @@ def ohlcv_frames(draw, min_rows: int = 52, max_rows: int = 140) -> pd.DataFrame:
     high = np.maximum(open_, close) * np.exp(wick_up)
     low = np.minimum(open_, close) * np.exp(-wick_dn)
     index = pd.date_range("2024-01-01", periods=n, freq="h", tz="UTC", name="timestamp")
-    return pd.DataFrame({"open": open_, "high": high, "low": low, "close": close,
-                         "volume": volume}, index=index)
+    return pd.DataFrame(
+        {"open": open_, "high": high, "low": low, "close": close, "volume": volume}, index=index
+    )

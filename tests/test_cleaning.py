@@ -12,8 +12,9 @@ from trademl import CleaningConfig, ConfigError, DataError, clean_ohlcv_data, va
 
 
 def frame(rows, start="2024-01-01", freq="h", index=None):
-    idx = index if index is not None else pd.date_range(start, periods=len(rows), freq=freq,
-                                                         tz="UTC")
+    idx = (
+        index if index is not None else pd.date_range(start, periods=len(rows), freq=freq, tz="UTC")
+    )
     return pd.DataFrame(rows, columns=["open", "high", "low", "close", "volume"], index=idx)
 
 
@@ -48,8 +49,9 @@ def test_unsorted_rows_sorted_and_counted():
         clean_ohlcv_data(frame([OK] * 3, index=idx), {"unsorted": "error"})
 
 
-@pytest.mark.parametrize(("policy", "rows", "kept_close"),
-                         [("last", 2, 200.0), ("first", 2, 100.5), ("drop", 1, None)])
+@pytest.mark.parametrize(
+    ("policy", "rows", "kept_close"), [("last", 2, 200.0), ("first", 2, 100.5), ("drop", 1, None)]
+)
 def test_duplicates(policy, rows, kept_close):
     idx = pd.DatetimeIndex(["2024-01-01 00:00", "2024-01-01 01:00", "2024-01-01 01:00"], tz="UTC")
     data = [OK, OK, [100.0, 201.0, 99.0, 200.0, 5.0]]
@@ -210,14 +212,12 @@ _cell = st.one_of(st.floats(50.0, 150.0), st.just(np.nan), st.just(0.0), st.just
     invalid=st.sampled_from(["repair", "drop"]),
     gaps=st.sampled_from(["report", "fill"]),
 )
-def test_any_input_cleans_to_valid_data_and_counts_add_up(rows, order, dup, missing, invalid,
-                                                          gaps):
+def test_any_input_cleans_to_valid_data_and_counts_add_up(rows, order, dup, missing, invalid, gaps):
     df = frame(rows)
     positions = list(range(len(df))) + [0] * min(dup, len(df))
     order.shuffle(positions)
-    df = df.iloc[positions].iloc[::2 if len(df) > 20 else 1]
-    out, report = clean_ohlcv_data(df, {"missing": missing, "invalid_ohlc": invalid,
-                                        "gaps": gaps})
+    df = df.iloc[positions].iloc[:: 2 if len(df) > 20 else 1]
+    out, report = clean_ohlcv_data(df, {"missing": missing, "invalid_ohlc": invalid, "gaps": gaps})
     invariant(report)
     assert report.rows_in == len(df)
     if len(out):

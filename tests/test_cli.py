@@ -23,8 +23,10 @@ def test_synth_check_features(tmp_path, capsys):
 
 def test_check_json_and_policy_override(tmp_path, capsys):
     csv = tmp_path / "d.csv"
-    csv.write_text("timestamp,open,high,low,close,volume\n2024-01-01T00:00Z,1,2,0.5,1.5,1\n"
-                   "2024-01-01T00:00Z,1,2,0.5,1.6,1\n")
+    csv.write_text(
+        "timestamp,open,high,low,close,volume\n2024-01-01T00:00Z,1,2,0.5,1.5,1\n"
+        "2024-01-01T00:00Z,1,2,0.5,1.6,1\n"
+    )
     assert main(["data", "check", str(csv), "--json"]) == 0
     assert '"duplicate_rows_dropped": 1' in capsys.readouterr().out
     assert main(["data", "check", str(csv), "--set", "duplicates=error"]) == 2
@@ -39,8 +41,11 @@ def test_list_catalogue(capsys):
 
 
 def test_user_error_is_one_line_without_traceback(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "trademl.cli", "data", "check",
-                           str(tmp_path / "missing.csv")], capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "trademl.cli", "data", "check", str(tmp_path / "missing.csv")],
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 2
     assert proc.stderr.strip() == f"trademl: error: {tmp_path / 'missing.csv'}: file not found"
     assert "Traceback" not in proc.stderr

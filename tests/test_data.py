@@ -27,16 +27,19 @@ def test_csv_round_trip(tmp_path, candles):
     path = write_csv(candles, tmp_path / "c.csv")
     df = load_ohlcv_data(path)
     _canonical(df)
-    pd.testing.assert_frame_equal(df, candles, check_freq=False, check_index_type=False,
-                                  check_exact=False, rtol=1e-12)
+    pd.testing.assert_frame_equal(
+        df, candles, check_freq=False, check_index_type=False, check_exact=False, rtol=1e-12
+    )
     assert df.attrs["source"] == path
     assert df.attrs["unsorted_rows"] == 0
 
 
 def test_aliases_and_case(tmp_path):
     path = tmp_path / "a.csv"
-    path.write_text("Date,O,H,L,C,Vol\n2024-01-01T00:00:00Z,1,2,0.5,1.5,10\n"
-                    "2024-01-01T01:00:00Z,1.5,2.5,1,2,20\n")
+    path.write_text(
+        "Date,O,H,L,C,Vol\n2024-01-01T00:00:00Z,1,2,0.5,1.5,10\n"
+        "2024-01-01T01:00:00Z,1.5,2.5,1,2,20\n"
+    )
     df = load_ohlcv_data(path)
     _canonical(df)
     assert df["close"].tolist() == [1.5, 2.0]
@@ -47,8 +50,10 @@ def test_aliases_and_case(tmp_path):
 def test_epoch_units(tmp_path, scale):
     base = 1_700_000_000
     path = tmp_path / "e.csv"
-    path.write_text(f"open_time,open,high,low,close,volume\n{base * scale},1,2,0.5,1.5,10\n"
-                    f"{(base + 3600) * scale},1,2,0.5,1.5,10\n")
+    path.write_text(
+        f"open_time,open,high,low,close,volume\n{base * scale},1,2,0.5,1.5,10\n"
+        f"{(base + 3600) * scale},1,2,0.5,1.5,10\n"
+    )
     df = load_ohlcv_data(path)
     assert df.index[0] == pd.Timestamp(base, unit="s", tz="UTC")
     assert df.index[1] - df.index[0] == pd.Timedelta("1h")
@@ -56,7 +61,9 @@ def test_epoch_units(tmp_path, scale):
 
 def test_timezone_offsets_convert_to_utc(tmp_path):
     path = tmp_path / "tz.csv"
-    path.write_text("timestamp,open,high,low,close,volume\n2024-01-01T02:00:00+02:00,1,2,0.5,1.5,1\n")
+    path.write_text(
+        "timestamp,open,high,low,close,volume\n2024-01-01T02:00:00+02:00,1,2,0.5,1.5,1\n"
+    )
     assert load_ohlcv_data(path).index[0] == pd.Timestamp("2024-01-01T00:00:00Z")
 
 
@@ -102,13 +109,16 @@ def test_unsorted_rows_are_sorted_and_counted(tmp_path, candles):
 
 def test_missing_values_are_kept_for_cleaning(tmp_path):
     path = tmp_path / "nan.csv"
-    path.write_text("timestamp,open,high,low,close,volume\n2024-01-01,1,2,0.5,1.5,\n"
-                    "2024-01-01T01:00,1,2,0.5,,3\n")
+    path.write_text(
+        "timestamp,open,high,low,close,volume\n2024-01-01,1,2,0.5,1.5,\n"
+        "2024-01-01T01:00,1,2,0.5,,3\n"
+    )
     df = load_ohlcv_data(path)
     assert np.isnan(df["volume"].iloc[0]) and np.isnan(df["close"].iloc[1])
 
 
 # --- one test per bad input ---------------------------------------------------------------
+
 
 def _error(path, match):
     with pytest.raises(DataError, match=match) as info:
@@ -141,26 +151,31 @@ def test_missing_columns_named(tmp_path):
 
 
 def test_non_numeric_value_names_column_and_line(tmp_path):
-    (tmp_path / "n.csv").write_text("timestamp,open,high,low,close,volume\n"
-                                    "2024-01-01,1,2,0.5,1.5,1\n2024-01-02,1,2,0.5,oops,1\n")
+    (tmp_path / "n.csv").write_text(
+        "timestamp,open,high,low,close,volume\n"
+        "2024-01-01,1,2,0.5,1.5,1\n2024-01-02,1,2,0.5,oops,1\n"
+    )
     _error(tmp_path / "n.csv", r"column 'close' has a non-numeric value 'oops' at line 3")
 
 
 def test_unparseable_timestamp(tmp_path):
-    (tmp_path / "t.csv").write_text("timestamp,open,high,low,close,volume\n"
-                                    "2024-01-01,1,2,0.5,1.5,1\nyesterday,1,2,0.5,1.5,1\n")
+    (tmp_path / "t.csv").write_text(
+        "timestamp,open,high,low,close,volume\n2024-01-01,1,2,0.5,1.5,1\nyesterday,1,2,0.5,1.5,1\n"
+    )
     _error(tmp_path / "t.csv", r"unparseable timestamp 'yesterday' at line 3")
 
 
 def test_missing_timestamp(tmp_path):
-    (tmp_path / "t.csv").write_text("timestamp,open,high,low,close,volume\n"
-                                    "2024-01-01,1,2,0.5,1.5,1\n,1,2,0.5,1.5,1\n")
+    (tmp_path / "t.csv").write_text(
+        "timestamp,open,high,low,close,volume\n2024-01-01,1,2,0.5,1.5,1\n,1,2,0.5,1.5,1\n"
+    )
     _error(tmp_path / "t.csv", r"missing timestamp at line 3")
 
 
 def test_all_nan_column(tmp_path):
-    (tmp_path / "v.csv").write_text("timestamp,open,high,low,close,volume\n"
-                                    "2024-01-01,1,2,0.5,1.5,\n2024-01-02,1,2,0.5,1.5,\n")
+    (tmp_path / "v.csv").write_text(
+        "timestamp,open,high,low,close,volume\n2024-01-01,1,2,0.5,1.5,\n2024-01-02,1,2,0.5,1.5,\n"
+    )
     _error(tmp_path / "v.csv", r"column 'volume' has no values")
 
 
@@ -181,6 +196,7 @@ def test_binary_garbage_parquet(tmp_path):
 
 # --- validate_ohlcv ------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize(
     ("mutate", "match"),
     [
@@ -196,9 +212,16 @@ def test_binary_garbage_parquet(tmp_path):
     ],
 )
 def test_validate_ohlcv_names_the_problem(mutate, match):
-    df = pd.DataFrame({"open": [1.0] * 3, "high": [2.0] * 3, "low": [0.5] * 3,
-                       "close": [1.5] * 3, "volume": [1.0] * 3},
-                      index=pd.date_range("2024-01-01", periods=3, freq="h", tz="UTC"))
+    df = pd.DataFrame(
+        {
+            "open": [1.0] * 3,
+            "high": [2.0] * 3,
+            "low": [0.5] * 3,
+            "close": [1.5] * 3,
+            "volume": [1.0] * 3,
+        },
+        index=pd.date_range("2024-01-01", periods=3, freq="h", tz="UTC"),
+    )
     validate_ohlcv(df)
     with pytest.raises(DataError, match=match):
         validate_ohlcv(mutate(df))

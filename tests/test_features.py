@@ -37,10 +37,25 @@ def test_default_is_the_spec_49_features_in_seven_groups(candles):
     cat = feature_catalogue()
     assert list(cat["group"].unique()) == list(FEATURE_GROUPS)
     assert cat.groupby("group", sort=False).size().to_dict() == {
-        "price": 7, "returns": 6, "ema": 14, "rsi": 6, "volume": 6, "volatility": 4,
-        "momentum": 6}
-    for name in ("upper_shadow", "pv_corr_10", "volume_zscore_20", "ema_dist_50", "rsi_14_norm",
-                 "atr_7_norm", "parkinson_vol_20", "roc_10", "accel_20"):
+        "price": 7,
+        "returns": 6,
+        "ema": 14,
+        "rsi": 6,
+        "volume": 6,
+        "volatility": 4,
+        "momentum": 6,
+    }
+    for name in (
+        "upper_shadow",
+        "pv_corr_10",
+        "volume_zscore_20",
+        "ema_dist_50",
+        "rsi_14_norm",
+        "atr_7_norm",
+        "parkinson_vol_20",
+        "roc_10",
+        "accel_20",
+    ):
         assert name in X.columns
 
 
@@ -63,9 +78,16 @@ def test_warmup_is_exact(candles):
 
 
 def test_price_features_by_hand():
-    df = pd.DataFrame({"open": [100.0] * 60, "high": [110.0] * 60, "low": [95.0] * 60,
-                       "close": [105.0] * 60, "volume": [1.0] * 60},
-                      index=pd.date_range("2024", periods=60, freq="h", tz="UTC"))
+    df = pd.DataFrame(
+        {
+            "open": [100.0] * 60,
+            "high": [110.0] * 60,
+            "low": [95.0] * 60,
+            "close": [105.0] * 60,
+            "volume": [1.0] * 60,
+        },
+        index=pd.date_range("2024", periods=60, freq="h", tz="UTC"),
+    )
     row = build_feature_matrix(df).iloc[-1]
     assert row["open_norm"] == pytest.approx(100 / 105 - 1)
     assert row["hl_range"] == pytest.approx(15 / 105)
@@ -80,8 +102,10 @@ def test_price_features_by_hand():
 
 
 def test_flat_candles_with_zero_volume_are_neutral():
-    df = pd.DataFrame({c: [7.0] * 60 for c in ("open", "high", "low", "close")} | {"volume": 0.0},
-                      index=pd.date_range("2024", periods=60, freq="h", tz="UTC"))
+    df = pd.DataFrame(
+        {c: [7.0] * 60 for c in ("open", "high", "low", "close")} | {"volume": 0.0},
+        index=pd.date_range("2024", periods=60, freq="h", tz="UTC"),
+    )
     X = build_feature_matrix(df)
     assert np.isfinite(X.to_numpy()).all()
     assert (X["volume_ratio_20"] == 1).all() and (X["body_ratio"] == 0).all()
@@ -97,15 +121,17 @@ def test_ema_matches_talib_and_pandas_adjust_false(candles, period):
     # the recursion is pandas' ewm(adjust=False) once seeded with the first SMA
     seeded = np.r_[close[:period].mean(), close[period:]]
     pandas_ref = pd.Series(seeded).ewm(span=period, adjust=False).mean().to_numpy()
-    np.testing.assert_allclose(ours[period - 1:], pandas_ref, rtol=1e-12)
+    np.testing.assert_allclose(ours[period - 1 :], pandas_ref, rtol=1e-12)
 
 
 @pytest.mark.parametrize("period", [7, 14])
 def test_rsi_and_atr_match_talib_wilder(candles, period):
     h, lo, c = (candles[k].to_numpy() for k in ("high", "low", "close"))
-    for ours, ref in ((ind.rsi(c, period), talib.RSI(c, timeperiod=period)),
-                      (ind.atr(h, lo, c, period), talib.ATR(h, lo, c, timeperiod=period)),
-                      (ind.true_range(h, lo, c), talib.TRANGE(h, lo, c))):
+    for ours, ref in (
+        (ind.rsi(c, period), talib.RSI(c, timeperiod=period)),
+        (ind.atr(h, lo, c, period), talib.ATR(h, lo, c, timeperiod=period)),
+        (ind.true_range(h, lo, c), talib.TRANGE(h, lo, c)),
+    ):
         np.testing.assert_array_equal(np.isnan(ours), np.isnan(ref))
         np.testing.assert_allclose(ours, ref, rtol=1e-10, atol=1e-10)
 
@@ -120,39 +146,59 @@ def test_features_equal_talib_based_recomputation(candles):
     np.testing.assert_allclose(X["atr_14_norm"], (talib.ATR(h, lo, c, 14) / c)[sl], rtol=1e-9)
     np.testing.assert_allclose(X["roc_10"], (talib.ROCP(c, 10))[sl], rtol=1e-9, atol=1e-15)
     v = candles["volume"]
-    np.testing.assert_allclose(X["volume_zscore_20"],
-                               ((v - v.rolling(20).mean()) / v.rolling(20).std()).iloc[sl],
-                               rtol=1e-9)
+    np.testing.assert_allclose(
+        X["volume_zscore_20"],
+        ((v - v.rolling(20).mean()) / v.rolling(20).std()).iloc[sl],
+        rtol=1e-9,
+    )
     np.testing.assert_allclose(X["rsi_14_overbought"], (talib.RSI(c, 14) > 70)[sl])
 
 
 def test_config_changes_the_catalogue(candles):
-    cfg = {"ema_periods": [10, 30], "rsi_periods": [14], "atr_periods": [14],
-           "groups": ["ema", "rsi", "volatility"]}
+    cfg = {
+        "ema_periods": [10, 30],
+        "rsi_periods": [14],
+        "atr_periods": [14],
+        "groups": ["ema", "rsi", "volatility"],
+    }
     X = build_feature_matrix(candles, cfg)
     assert list(X.columns) == [
-        "ema_dist_10", "ema_dist_30", "ema_slope_10", "ema_slope_30", "ema_spread_10_30",
-        "ema_cross_10_30", "rsi_14_norm", "rsi_14_overbought", "rsi_14_oversold", "atr_14_norm",
-        "parkinson_vol_10", "parkinson_vol_20"]
+        "ema_dist_10",
+        "ema_dist_30",
+        "ema_slope_10",
+        "ema_slope_30",
+        "ema_spread_10_30",
+        "ema_cross_10_30",
+        "rsi_14_norm",
+        "rsi_14_overbought",
+        "rsi_14_oversold",
+        "atr_14_norm",
+        "parkinson_vol_10",
+        "parkinson_vol_20",
+    ]
     assert len(X) == len(candles) - 30
 
 
-@pytest.mark.parametrize(("cfg", "match"), [
-    ({"ema_periods": [20, 5]}, "strictly increasing"),
-    ({"rsi_periods": [1]}, "integer >= 2"),
-    ({"atr_periods": "14"}, "list of integers"),
-    ({"groups": ["price", "astrology"]}, "astrology"),
-    ({"rsi_oversold": 80}, "oversold"),
-    ({"ema_period": [5]}, "unknown key"),
-])
+@pytest.mark.parametrize(
+    ("cfg", "match"),
+    [
+        ({"ema_periods": [20, 5]}, "strictly increasing"),
+        ({"rsi_periods": [1]}, "integer >= 2"),
+        ({"atr_periods": "14"}, "list of integers"),
+        ({"groups": ["price", "astrology"]}, "astrology"),
+        ({"rsi_oversold": 80}, "oversold"),
+        ({"ema_period": [5]}, "unknown key"),
+    ],
+)
 def test_bad_feature_config(cfg, match):
     with pytest.raises(ConfigError, match=match):
         feature_names(cfg)
 
 
 def test_too_few_rows_says_how_many(candles):
-    with pytest.raises(InsufficientDataError, match=r"30 rows, but the features need at least 51"
-                       ) as info:
+    with pytest.raises(
+        InsufficientDataError, match=r"30 rows, but the features need at least 51"
+    ) as info:
         build_feature_matrix(candles.iloc[:30])
     assert (info.value.needed, info.value.got) == (51, 30)
 
@@ -173,24 +219,30 @@ def test_catalogue_doc_is_current():
 
 # --- properties ------------------------------------------------------------------------------
 
+
 @given(df=ohlcv_frames(), cut=st.integers(50, 139))
 def test_no_look_ahead(df, cut):
     """A feature at bar t computed on df[:t+1] equals the value computed on the full frame."""
     cut = min(cut, len(df) - 1)
     full = build_feature_matrix(df)
     prefix = build_feature_matrix(df.iloc[: cut + 1])
-    np.testing.assert_allclose(prefix.to_numpy(), full.loc[prefix.index].to_numpy(),
-                               rtol=0, atol=1e-9)
+    np.testing.assert_allclose(
+        prefix.to_numpy(), full.loc[prefix.index].to_numpy(), rtol=0, atol=1e-9
+    )
 
 
-@given(df=ohlcv_frames(), k=st.sampled_from([-10, -3, -1, 1, 2, 7, 20]),
-       which=st.sampled_from(["price", "volume"]))
+@given(
+    df=ohlcv_frames(),
+    k=st.sampled_from([-10, -3, -1, 1, 2, 7, 20]),
+    which=st.sampled_from(["price", "volume"]),
+)
 def test_scale_invariance_exact_for_powers_of_two(df, k, which):
     scaled = df.copy()
     cols = ["open", "high", "low", "close"] if which == "price" else ["volume"]
     scaled[cols] = scaled[cols] * 2.0**k
-    np.testing.assert_array_equal(build_feature_matrix(scaled).to_numpy(),
-                                  build_feature_matrix(df).to_numpy())
+    np.testing.assert_array_equal(
+        build_feature_matrix(scaled).to_numpy(), build_feature_matrix(df).to_numpy()
+    )
 
 
 @pytest.mark.parametrize("factor", [0.001, 3.7, 12345.6])

@@ -15,9 +15,10 @@ S, F, L = LABEL_TO_INT["SHORT"], LABEL_TO_INT["FLAT"], LABEL_TO_INT["LONG"]
 
 def closes(values, spread=0.0):
     c = np.asarray(values, dtype=float)
-    return pd.DataFrame({"open": c, "high": c * (1 + spread), "low": c * (1 - spread), "close": c,
-                         "volume": 1.0},
-                        index=pd.date_range("2024", periods=len(c), freq="h", tz="UTC"))
+    return pd.DataFrame(
+        {"open": c, "high": c * (1 + spread), "low": c * (1 - spread), "close": c, "volume": 1.0},
+        index=pd.date_range("2024", periods=len(c), freq="h", tz="UTC"),
+    )
 
 
 def test_mapping_is_stable():
@@ -26,8 +27,9 @@ def test_mapping_is_stable():
 
 def test_forward_return_fixed_threshold_by_hand():
     df = closes([100, 101, 100.95, 99, 99.05, 99.05])
-    res = align_data_for_training(df, horizon=1, config={"threshold_type": "fixed",
-                                                         "threshold": 0.005})
+    res = align_data_for_training(
+        df, horizon=1, config={"threshold_type": "fixed", "threshold": 0.005}
+    )
     assert res.y.tolist() == [L, F, S, F, F]
     assert res.rows_dropped == {"no_future": 1, "no_atr": 0}
     np.testing.assert_allclose(res.forward_return.iloc[0], 0.01)
@@ -37,11 +39,13 @@ def test_forward_return_fixed_threshold_by_hand():
 
 def test_horizon_drops_the_unknown_future():
     df = closes(np.linspace(100, 120, 30))
-    res = align_data_for_training(df, config={"threshold_type": "fixed", "threshold": 0.0,
-                                              "horizon": 4})
+    res = align_data_for_training(
+        df, config={"threshold_type": "fixed", "threshold": 0.0, "horizon": 4}
+    )
     assert len(res.y) == 26 and (res.y == L).all()
-    np.testing.assert_allclose(res.forward_return, df["close"].shift(-4).iloc[:26]
-                               / df["close"].iloc[:26] - 1)
+    np.testing.assert_allclose(
+        res.forward_return, df["close"].shift(-4).iloc[:26] / df["close"].iloc[:26] - 1
+    )
 
 
 def test_atr_threshold_scales_with_volatility(candles):
@@ -67,20 +71,28 @@ def _barrier_frame(path):
     return df
 
 
-TB = {"method": "triple_barrier", "horizon": 3, "atr_period": 2, "sl_atr_mult": 1.0,
-      "tp_atr_mult": 2.0}
+TB = {
+    "method": "triple_barrier",
+    "horizon": 3,
+    "atr_period": 2,
+    "sl_atr_mult": 1.0,
+    "tp_atr_mult": 2.0,
+}
 
 
-@pytest.mark.parametrize(("path", "expected"), [
-    # entry = next open 100; long target 102, long stop 99; short target 98, short stop 101
-    ([(100, 102.5, 99.8, 102)], L),                  # long target first bar
-    ([(100, 100.4, 97.5, 98)], S),                   # short target
-    ([(100, 100.4, 99.6, 100)] * 3, F),               # neither within the horizon
-    ([(100, 102.5, 98.5, 101)], F),                  # long: both in one bar -> stop first
-    ([(100, 100.9, 99.2, 100.5), (100.5, 102.2, 100.1, 102)], L),  # target on the 2nd bar
-    ([(100, 101.2, 99.5, 101), (101, 102.5, 100.5, 102)], L),  # short stopped, long wins later
-    ([(100, 101.2, 99.5, 101), (101, 101.1, 98.5, 99)], F),  # short stopped, then long stopped
-])
+@pytest.mark.parametrize(
+    ("path", "expected"),
+    [
+        # entry = next open 100; long target 102, long stop 99; short target 98, short stop 101
+        ([(100, 102.5, 99.8, 102)], L),  # long target first bar
+        ([(100, 100.4, 97.5, 98)], S),  # short target
+        ([(100, 100.4, 99.6, 100)] * 3, F),  # neither within the horizon
+        ([(100, 102.5, 98.5, 101)], F),  # long: both in one bar -> stop first
+        ([(100, 100.9, 99.2, 100.5), (100.5, 102.2, 100.1, 102)], L),  # target on the 2nd bar
+        ([(100, 101.2, 99.5, 101), (101, 102.5, 100.5, 102)], L),  # short stopped, long wins later
+        ([(100, 101.2, 99.5, 101), (101, 101.1, 98.5, 99)], F),  # short stopped, then long stopped
+    ],
+)
 def test_triple_barrier_by_hand(path, expected):
     filler = [(100.0, 100.2, 99.8, 100.0)] * 4
     df = _barrier_frame(list(path) + filler)

@@ -33,8 +33,9 @@ def test_chain_from_csv(tmp_path, candles):
 
 def test_chain_from_frame_with_triple_barrier():
     df = generate_ohlcv(2000, seed=2, momentum=0.3)
-    data = prepare_data_for_ml(df, labels={"method": "triple_barrier", "horizon": 24},
-                               split={"train_ratio": 0.7})
+    data = prepare_data_for_ml(
+        df, labels={"method": "triple_barrier", "horizon": 24}, split={"train_ratio": 0.7}
+    )
     assert data.report["split"]["purged_rows"] == 24
     assert len(data.X_test) == len(df) - 50 - 24 - int((len(df) - 74) * 0.7)
 

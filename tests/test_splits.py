@@ -58,16 +58,18 @@ def test_walk_forward(mode):
 
 
 def test_walk_forward_sizes_and_errors():
-    folds = walk_forward_folds(1000, SplitConfig(n_folds=3, test_size=100, mode="rolling",
-                                                 train_size=300), purge=2)
+    folds = walk_forward_folds(
+        1000, SplitConfig(n_folds=3, test_size=100, mode="rolling", train_size=300), purge=2
+    )
     assert [f.train.size for f in folds] == [300, 300, 300]
     assert folds[-1].test[-1] == 999
     with pytest.raises(InsufficientDataError, match="too few"):
         walk_forward_folds(100, SplitConfig(n_folds=5, min_train_rows=50), purge=2)
 
 
-@pytest.mark.parametrize("kwargs", [{"train_ratio": 1.2}, {"mode": "sideways"},
-                                    {"n_folds": 0}, {"purge": -1}])
+@pytest.mark.parametrize(
+    "kwargs", [{"train_ratio": 1.2}, {"mode": "sideways"}, {"n_folds": 0}, {"purge": -1}]
+)
 def test_bad_split_config(kwargs):
     with pytest.raises(ConfigError):
         SplitConfig(**kwargs)

@@ -47,15 +47,15 @@ def test_effect_is_visible_to_causal_features_only_when_planted():
     for momentum, expect_edge in ((0.35, True), (0.0, False)):
         df = generate_ohlcv(30_000, seed=11, momentum=momentum, regimes=False, garch=False)
         X = build_feature_matrix(df)
-        labels = align_data_for_training(df, config={"threshold_type": "fixed",
-                                                     "threshold": 0.0})
+        labels = align_data_for_training(df, config={"threshold_type": "fixed", "threshold": 0.0})
         fwd = labels.forward_return.reindex(X.index).dropna()
         ic = np.corrcoef(X.loc[fwd.index, "return_1"], fwd)[0, 1]
         assert (ic > 0.25) if expect_edge else (abs(ic) < 0.03), (momentum, ic)
 
 
-@pytest.mark.parametrize("kwargs", [{"n": 1}, {"momentum": 1.5}, {"volatility": 0},
-                                    {"freq": "every now and then"}])
+@pytest.mark.parametrize(
+    "kwargs", [{"n": 1}, {"momentum": 1.5}, {"volatility": 0}, {"freq": "every now and then"}]
+)
 def test_bad_arguments(kwargs):
     with pytest.raises(ConfigError):
         generate_ohlcv(**({"n": 100} | kwargs))

@@ -123,15 +123,21 @@ class CleaningReport:
     def rows_dropped(self) -> int:
         """All rows removed, whatever the reason."""
         return (
-            self.duplicate_rows_dropped + self.nonpositive_rows_dropped + self.missing_rows_dropped
-            + self.invalid_ohlc_dropped + self.negative_volume_dropped + self.outliers_dropped
+            self.duplicate_rows_dropped
+            + self.nonpositive_rows_dropped
+            + self.missing_rows_dropped
+            + self.invalid_ohlc_dropped
+            + self.negative_volume_dropped
+            + self.outliers_dropped
         )
 
     @property
     def rows_modified(self) -> int:
         """Rows kept but changed (filled, repaired, zeroed, clipped)."""
         return (
-            self.missing_rows_filled + self.invalid_ohlc_repaired + self.negative_volume_zeroed
+            self.missing_rows_filled
+            + self.invalid_ohlc_repaired
+            + self.negative_volume_zeroed
             + self.outliers_clipped
         )
 
@@ -143,9 +149,11 @@ class CleaningReport:
 
     def summary(self) -> str:
         """Human-readable lines, one per non-zero count."""
-        lines = [f"rows in {self.rows_in}, rows out {self.rows_out} "
-                 f"(dropped {self.rows_dropped}, modified {self.rows_modified}, "
-                 f"inserted {self.gap_rows_inserted})"]
+        lines = [
+            f"rows in {self.rows_in}, rows out {self.rows_out} "
+            f"(dropped {self.rows_dropped}, modified {self.rows_modified}, "
+            f"inserted {self.gap_rows_inserted})"
+        ]
         skip = {"rows_in", "rows_out", "freq", "largest_gap", "notes"}
         for name, value in dataclasses.asdict(self).items():
             if name not in skip and value:
@@ -219,8 +227,9 @@ def _check_shape(df: Any, source: str) -> None:
 
 def _reject(source: str, what: str, out: pd.DataFrame, mask: np.ndarray, hint: str) -> DataError:
     i = int(np.flatnonzero(mask)[0])
-    return DataError(f"{source}: {int(mask.sum())} row(s) with {what}, first at {out.index[i]} "
-                     f"(row {i}); {hint}")
+    return DataError(
+        f"{source}: {int(mask.sum())} row(s) with {what}, first at {out.index[i]} (row {i}); {hint}"
+    )
 
 
 def _sort(out, original, cfg, report, source):
@@ -228,8 +237,10 @@ def _sort(out, original, cfg, report, source):
     here = _count_out_of_order(out.index.asi8)
     report.unsorted_rows = in_file + here
     if report.unsorted_rows and cfg.unsorted == "error":
-        raise DataError(f"{source}: {report.unsorted_rows} row(s) out of time order; "
-                        "set cleaning.unsorted=sort to sort them")
+        raise DataError(
+            f"{source}: {report.unsorted_rows} row(s) out of time order; "
+            "set cleaning.unsorted=sort to sort them"
+        )
     if here:
         out = out.iloc[np.argsort(out.index.asi8, kind="stable")]
     return out
@@ -240,8 +251,13 @@ def _dedupe(out, cfg, report, source):
     if not dup_any.any():
         return out
     if cfg.duplicates == "error":
-        raise _reject(source, "duplicate timestamps", out, dup_any,
-                      "set cleaning.duplicates to last, first or drop")
+        raise _reject(
+            source,
+            "duplicate timestamps",
+            out,
+            dup_any,
+            "set cleaning.duplicates to last, first or drop",
+        )
     keep_mask = ~dup_any if cfg.duplicates == "drop" else ~out.index.duplicated(keep=cfg.duplicates)
     report.duplicate_rows_dropped = int((~keep_mask).sum())
     return out[keep_mask]
@@ -253,8 +269,9 @@ def _nonpositive(out, cfg, report, source):
         bad = (prices <= 0).any(axis=1)
     if bad.any():
         if cfg.nonpositive_price == "error":
-            raise _reject(source, "a price <= 0", out, bad,
-                          "set cleaning.nonpositive_price=drop to drop them")
+            raise _reject(
+                source, "a price <= 0", out, bad, "set cleaning.nonpositive_price=drop to drop them"
+            )
         report.nonpositive_rows_dropped = int(bad.sum())
         out = out[~bad]
     return out
@@ -295,8 +312,13 @@ def _invalid_ohlc(out, cfg, report, source):
     if not bad.any():
         return out
     if cfg.invalid_ohlc == "error":
-        raise _reject(source, "high < max(open, close) or low > min(open, close)", out, bad,
-                      "set cleaning.invalid_ohlc=repair or drop")
+        raise _reject(
+            source,
+            "high < max(open, close) or low > min(open, close)",
+            out,
+            bad,
+            "set cleaning.invalid_ohlc=repair or drop",
+        )
     if cfg.invalid_ohlc == "drop":
         report.invalid_ohlc_dropped = int(bad.sum())
         return out[~bad]
@@ -334,8 +356,14 @@ def _outliers(out, cfg, report, source):
     past = pd.Series(r).shift(1)
     min_periods = min(cfg.outlier_window, 20)
     centre = past.rolling(cfg.outlier_window, min_periods=min_periods).median().to_numpy()
-    scale = _MAD_TO_SIGMA * (past - centre).abs().rolling(
-        cfg.outlier_window, min_periods=min_periods).median().to_numpy()
+    scale = (
+        _MAD_TO_SIGMA
+        * (past - centre)
+        .abs()
+        .rolling(cfg.outlier_window, min_periods=min_periods)
+        .median()
+        .to_numpy()
+    )
     thr = float(cfg.outlier_threshold)
     lo_band, hi_band = centre - thr * scale, centre + thr * scale
     checkable = np.isfinite(centre) & (scale > 0)
@@ -344,8 +372,13 @@ def _outliers(out, cfg, report, source):
     if not flagged.any():
         return out
     if cfg.outliers == "error":
-        raise _reject(source, f"return outliers (robust z > {thr:g})", out, flagged,
-                      "set cleaning.outliers to clip, drop or keep")
+        raise _reject(
+            source,
+            f"return outliers (robust z > {thr:g})",
+            out,
+            flagged,
+            "set cleaning.outliers to clip, drop or keep",
+        )
     if cfg.outliers == "keep":
         report.outliers_kept = int(flagged.sum())
         return out
@@ -392,8 +425,9 @@ def _parse_freq(freq: str) -> pd.Timedelta:
     try:
         td = pd.Timedelta(pd.tseries.frequencies.to_offset(text))
     except (ValueError, TypeError) as exc:
-        raise ConfigError(f"bar interval {freq!r} is not understood; use e.g. 1min, 5min, 1h, 1D"
-                          ) from exc
+        raise ConfigError(
+            f"bar interval {freq!r} is not understood; use e.g. 1min, 5min, 1h, 1D"
+        ) from exc
     if td <= pd.Timedelta(0):
         raise ConfigError(f"bar interval {freq!r} must be positive")
     return td
@@ -403,10 +437,7 @@ def _gaps(out, cfg, report, source):
     if len(out) < 2:
         return out
     steps = np.diff(out.index.asi8)
-    if cfg.freq is not None:
-        step = _parse_freq(cfg.freq).value
-    else:
-        step = int(np.median(steps))
+    step = _parse_freq(cfg.freq).value if cfg.freq is not None else int(np.median(steps))
     report.freq = str(pd.Timedelta(step, unit="ns"))
     gap_at = np.flatnonzero(steps > step)
     if gap_at.size == 0:
@@ -420,9 +451,11 @@ def _gaps(out, cfg, report, source):
         report.notes.append(f"{off_grid} step(s) are not a multiple of the bar interval")
     if cfg.gaps == "error":
         i = int(gap_at[0])
-        raise DataError(f"{source}: {report.gaps} gap(s) in the time grid ({report.missing_bars} "
-                        f"missing bars), first after {out.index[i]}; set cleaning.gaps=report "
-                        "or fill")
+        raise DataError(
+            f"{source}: {report.gaps} gap(s) in the time grid ({report.missing_bars} "
+            f"missing bars), first after {out.index[i]}; set cleaning.gaps=report "
+            "or fill"
+        )
     if cfg.gaps == "report":
         return out
     full = pd.date_range(out.index[0], out.index[-1], freq=pd.Timedelta(step, unit="ns"))

@@ -86,8 +86,10 @@ def _cmd_features(args: argparse.Namespace) -> int:
     clean, report = clean_ohlcv_data(load_ohlcv_data(args.path))
     X, frep = build_feature_matrix(clean, FeatureConfig(), return_report=True)
     print(report.summary())
-    print(f"{frep.n_features} features on {frep.rows_out} rows ({frep.warmup_rows} warm-up rows "
-          "removed)")
+    print(
+        f"{frep.n_features} features on {frep.rows_out} rows ({frep.warmup_rows} warm-up rows "
+        "removed)"
+    )
     if args.out:
         _write_frame(X, Path(args.out))
         print(f"wrote {args.out}")
@@ -131,14 +133,22 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--rows", type=int, default=5000)
     synth.add_argument("--seed", type=int, default=0)
     synth.add_argument("--freq", default="1h")
-    synth.add_argument("--momentum", type=float, default=0.3,
-                       help="planted AR(1) effect in the trending regime (0 = none)")
+    synth.add_argument(
+        "--momentum",
+        type=float,
+        default=0.3,
+        help="planted AR(1) effect in the trending regime (0 = none)",
+    )
     synth.add_argument("--out", required=True, help="output .csv or .parquet")
     synth.set_defaults(func=_cmd_synth)
     check = dsub.add_parser("check", help="load and clean a candle file, print the report")
     check.add_argument("path")
-    check.add_argument("--set", action="append", metavar="KEY=VALUE",
-                       help="cleaning policy override, e.g. --set duplicates=error")
+    check.add_argument(
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        help="cleaning policy override, e.g. --set duplicates=error",
+    )
     check.add_argument("--json", action="store_true", help="print the report as JSON")
     check.add_argument("--out", help="write the cleaned candles (.csv or .parquet)")
     check.set_defaults(func=_cmd_check)
@@ -157,8 +167,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     args = parser.parse_args(args_list)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
     try:
         return int(args.func(args) or 0)
     except TradeMLError as exc:

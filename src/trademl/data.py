@@ -25,8 +25,17 @@ PRICE_COLUMNS: tuple[str, ...] = ("open", "high", "low", "close")
 # Accepted column names (compared lower-case, with spaces, dashes and dots as "_").
 _ALIASES: dict[str, tuple[str, ...]] = {
     "timestamp": (
-        "timestamp", "open_time", "opentime", "datetime", "date_time", "date", "time",
-        "ts", "unix", "time_utc", "timestamp_utc",
+        "timestamp",
+        "open_time",
+        "opentime",
+        "datetime",
+        "date_time",
+        "date",
+        "time",
+        "ts",
+        "unix",
+        "time_utc",
+        "timestamp_utc",
     ),
     "open": ("open", "o", "open_price", "opening_price"),
     "high": ("high", "h", "high_price", "max"),
@@ -37,8 +46,18 @@ _ALIASES: dict[str, tuple[str, ...]] = {
 
 # Binance kline files have no header and these 12 columns.
 BINANCE_KLINE_COLUMNS: tuple[str, ...] = (
-    "open_time", "open", "high", "low", "close", "volume", "close_time",
-    "quote_volume", "trades", "taker_buy_base_volume", "taker_buy_quote_volume", "ignore",
+    "open_time",
+    "open",
+    "high",
+    "low",
+    "close",
+    "volume",
+    "close_time",
+    "quote_volume",
+    "trades",
+    "taker_buy_base_volume",
+    "taker_buy_quote_volume",
+    "ignore",
 )
 
 _CSV_SUFFIXES = (".csv", ".txt", ".csv.gz", ".csv.zip", ".csv.bz2", ".csv.xz")
@@ -239,8 +258,10 @@ def _parse_timestamps(col: pd.Series, path: Path, name: str, loc) -> pd.Datetime
     missing = col.isna().to_numpy()
     if pd.api.types.is_datetime64_any_dtype(col):
         if missing.any():
-            raise DataError(f"{path}: column '{name}' has a missing timestamp at "
-                            f"{loc(int(np.flatnonzero(missing)[0]))}")
+            raise DataError(
+                f"{path}: column '{name}' has a missing timestamp at "
+                f"{loc(int(np.flatnonzero(missing)[0]))}"
+            )
         idx = pd.DatetimeIndex(col)
         idx = idx.tz_localize("UTC") if idx.tz is None else idx.tz_convert("UTC")
         return idx.as_unit("ns").rename("timestamp")
@@ -257,8 +278,9 @@ def _parse_timestamps(col: pd.Series, path: Path, name: str, loc) -> pd.Datetime
     if not np.isnan(num).any():
         if np.any(num < 0):
             i = int(np.flatnonzero(num < 0)[0])
-            raise DataError(f"{path}: column '{name}' has a negative epoch {col.iloc[i]!r} "
-                            f"at {loc(i)}")
+            raise DataError(
+                f"{path}: column '{name}' has a negative epoch {col.iloc[i]!r} at {loc(i)}"
+            )
         ns = _epoch_to_ns(num)
         return pd.DatetimeIndex(pd.to_datetime(ns, unit="ns", utc=True), name="timestamp")
     parsed = pd.to_datetime(text, utc=True, format="ISO8601", errors="coerce")
@@ -320,21 +342,31 @@ def validate_ohlcv(df: pd.DataFrame, *, what: str = "data") -> None:
         bad = ~np.isfinite(values)
         if bad.any():
             i = int(np.flatnonzero(bad)[0])
-            raise DataError(f"{what}: column '{c}' is {values[i]} at {df.index[i]} (row {i}); "
-                            "run clean_ohlcv_data() to fill or drop missing values")
+            raise DataError(
+                f"{what}: column '{c}' is {values[i]} at {df.index[i]} (row {i}); "
+                "run clean_ohlcv_data() to fill or drop missing values"
+            )
     checks = [
         ("open", arrays["open"] <= 0, "non-positive price"),
         ("high", arrays["high"] <= 0, "non-positive price"),
         ("low", arrays["low"] <= 0, "non-positive price"),
         ("close", arrays["close"] <= 0, "non-positive price"),
-        ("high", arrays["high"] < np.maximum(arrays["open"], arrays["close"]),
-         "high below max(open, close)"),
-        ("low", arrays["low"] > np.minimum(arrays["open"], arrays["close"]),
-         "low above min(open, close)"),
+        (
+            "high",
+            arrays["high"] < np.maximum(arrays["open"], arrays["close"]),
+            "high below max(open, close)",
+        ),
+        (
+            "low",
+            arrays["low"] > np.minimum(arrays["open"], arrays["close"]),
+            "low above min(open, close)",
+        ),
         ("volume", arrays["volume"] < 0, "negative volume"),
     ]
     for column, bad, reason in checks:
         if bad.any():
             i = int(np.flatnonzero(bad)[0])
-            raise DataError(f"{what}: {reason} in column '{column}' at {df.index[i]} (row {i}): "
-                            f"{arrays[column][i]}; run clean_ohlcv_data() to repair or drop it")
+            raise DataError(
+                f"{what}: {reason} in column '{column}' at {df.index[i]} (row {i}): "
+                f"{arrays[column][i]}; run clean_ohlcv_data() to repair or drop it"
+            )

@@ -40,12 +40,24 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 FEATURE_GROUPS: tuple[str, ...] = (
-    "price", "returns", "ema", "rsi", "volume", "volatility", "momentum",
+    "price",
+    "returns",
+    "ema",
+    "rsi",
+    "volume",
+    "volatility",
+    "momentum",
 )
 
 _PERIOD_FIELDS = (
-    "ema_periods", "rsi_periods", "atr_periods", "return_lags", "volatility_windows",
-    "volume_windows", "corr_windows", "momentum_windows",
+    "ema_periods",
+    "rsi_periods",
+    "atr_periods",
+    "return_lags",
+    "volatility_windows",
+    "volume_windows",
+    "corr_windows",
+    "momentum_windows",
 )
 
 
@@ -76,8 +88,9 @@ class FeatureConfig:
             )
         groups = tuple(self.groups) if not isinstance(self.groups, str) else (self.groups,)
         if not groups:
-            raise ConfigError("features.groups is empty; name at least one of "
-                              + ", ".join(FEATURE_GROUPS))
+            raise ConfigError(
+                "features.groups is empty; name at least one of " + ", ".join(FEATURE_GROUPS)
+            )
         for g in groups:
             check_choice("features.groups entry", g, FEATURE_GROUPS)
         object.__setattr__(self, "groups", groups)
@@ -89,8 +102,10 @@ class FeatureConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able mapping (lists, not tuples), e.g. to log with a model."""
-        return {f.name: (list(v) if isinstance(v := getattr(self, f.name), tuple) else v)
-                for f in fields(self)}
+        return {
+            f.name: (list(v) if isinstance(v := getattr(self, f.name), tuple) else v)
+            for f in fields(self)
+        }
 
     @property
     def warmup(self) -> int:
@@ -161,117 +176,208 @@ class _Bars:
 
 
 def _price(b: _Bars, cfg: FeatureConfig) -> Iterator[FeatureSpec]:
-    yield FeatureSpec("open_norm", "price", "open / close - 1", 0,
-                      lambda: b.open / b.close - 1.0)
-    yield FeatureSpec("high_norm", "price", "high / close - 1", 0,
-                      lambda: b.high / b.close - 1.0)
-    yield FeatureSpec("low_norm", "price", "low / close - 1", 0,
-                      lambda: b.low / b.close - 1.0)
-    yield FeatureSpec("hl_range", "price", "(high - low) / close", 0,
-                      lambda: b.range() / b.close)
-    yield FeatureSpec("body_ratio", "price", "(close - open) / (high - low); 0 if high == low", 0,
-                      lambda: ind.safe_div(b.close - b.open, b.range()))
-    yield FeatureSpec("upper_shadow", "price",
-                      "(high - max(open, close)) / (high - low); 0 if high == low", 0,
-                      lambda: ind.safe_div(b.high - np.maximum(b.open, b.close), b.range()))
-    yield FeatureSpec("lower_shadow", "price",
-                      "(min(open, close) - low) / (high - low); 0 if high == low", 0,
-                      lambda: ind.safe_div(np.minimum(b.open, b.close) - b.low, b.range()))
+    yield FeatureSpec("open_norm", "price", "open / close - 1", 0, lambda: b.open / b.close - 1.0)
+    yield FeatureSpec("high_norm", "price", "high / close - 1", 0, lambda: b.high / b.close - 1.0)
+    yield FeatureSpec("low_norm", "price", "low / close - 1", 0, lambda: b.low / b.close - 1.0)
+    yield FeatureSpec("hl_range", "price", "(high - low) / close", 0, lambda: b.range() / b.close)
+    yield FeatureSpec(
+        "body_ratio",
+        "price",
+        "(close - open) / (high - low); 0 if high == low",
+        0,
+        lambda: ind.safe_div(b.close - b.open, b.range()),
+    )
+    yield FeatureSpec(
+        "upper_shadow",
+        "price",
+        "(high - max(open, close)) / (high - low); 0 if high == low",
+        0,
+        lambda: ind.safe_div(b.high - np.maximum(b.open, b.close), b.range()),
+    )
+    yield FeatureSpec(
+        "lower_shadow",
+        "price",
+        "(min(open, close) - low) / (high - low); 0 if high == low",
+        0,
+        lambda: ind.safe_div(np.minimum(b.open, b.close) - b.low, b.range()),
+    )
 
 
 def _returns(b: _Bars, cfg: FeatureConfig) -> Iterator[FeatureSpec]:
     for k in cfg.return_lags:
-        yield FeatureSpec(f"return_{k}", "returns", f"close / close[t-{k}] - 1", k,
-                          lambda k=k: b.ret(k))
-    yield FeatureSpec("log_return_1", "returns", "ln(close / close[t-1])", 1,
-                      lambda: np.log(b.close / ind.shift(b.close, 1)))
+        yield FeatureSpec(
+            f"return_{k}", "returns", f"close / close[t-{k}] - 1", k, lambda k=k: b.ret(k)
+        )
+    yield FeatureSpec(
+        "log_return_1",
+        "returns",
+        "ln(close / close[t-1])",
+        1,
+        lambda: np.log(b.close / ind.shift(b.close, 1)),
+    )
     for w in cfg.volatility_windows:
-        yield FeatureSpec(f"return_vol_{w}", "returns",
-                          f"sample std of return_1 over the last {w} bars", w,
-                          lambda w=w: ind.rolling_std(b.ret(1), w))
+        yield FeatureSpec(
+            f"return_vol_{w}",
+            "returns",
+            f"sample std of return_1 over the last {w} bars",
+            w,
+            lambda w=w: ind.rolling_std(b.ret(1), w),
+        )
 
 
 def _ema(b: _Bars, cfg: FeatureConfig) -> Iterator[FeatureSpec]:
     for p in cfg.ema_periods:
-        yield FeatureSpec(f"ema_dist_{p}", "ema", f"close / EMA{p} - 1", p - 1,
-                          lambda p=p: b.close / b.ema(p) - 1.0)
+        yield FeatureSpec(
+            f"ema_dist_{p}",
+            "ema",
+            f"close / EMA{p} - 1",
+            p - 1,
+            lambda p=p: b.close / b.ema(p) - 1.0,
+        )
     for p in cfg.ema_periods:
-        yield FeatureSpec(f"ema_slope_{p}", "ema", f"EMA{p} / EMA{p}[t-1] - 1", p,
-                          lambda p=p: b.ema(p) / ind.shift(b.ema(p), 1) - 1.0)
+        yield FeatureSpec(
+            f"ema_slope_{p}",
+            "ema",
+            f"EMA{p} / EMA{p}[t-1] - 1",
+            p,
+            lambda p=p: b.ema(p) / ind.shift(b.ema(p), 1) - 1.0,
+        )
     pairs = list(zip(cfg.ema_periods[:-1], cfg.ema_periods[1:], strict=True))
     for a, c in pairs:
-        yield FeatureSpec(f"ema_spread_{a}_{c}", "ema", f"EMA{a} / EMA{c} - 1", c - 1,
-                          lambda a=a, c=c: b.ema(a) / b.ema(c) - 1.0)
+        yield FeatureSpec(
+            f"ema_spread_{a}_{c}",
+            "ema",
+            f"EMA{a} / EMA{c} - 1",
+            c - 1,
+            lambda a=a, c=c: b.ema(a) / b.ema(c) - 1.0,
+        )
     for a, c in pairs:
+
         def cross(a: int = a, c: int = c) -> np.ndarray:
             side = np.sign(b.ema(a) - b.ema(c))
             return (side - ind.shift(side, 1)) / 2.0
 
-        yield FeatureSpec(f"ema_cross_{a}_{c}", "ema",
-                          f"(sign(EMA{a} - EMA{c}) - its value at t-1) / 2: +1 on the bar EMA{a} "
-                          f"crosses above EMA{c}, -1 below, 0 otherwise", c, cross)
+        yield FeatureSpec(
+            f"ema_cross_{a}_{c}",
+            "ema",
+            f"(sign(EMA{a} - EMA{c}) - its value at t-1) / 2: +1 on the bar EMA{a} "
+            f"crosses above EMA{c}, -1 below, 0 otherwise",
+            c,
+            cross,
+        )
 
 
 def _rsi(b: _Bars, cfg: FeatureConfig) -> Iterator[FeatureSpec]:
     hi, lo = cfg.rsi_overbought, cfg.rsi_oversold
     for p in cfg.rsi_periods:
-        yield FeatureSpec(f"rsi_{p}_norm", "rsi", f"(RSI{p} - 50) / 50, Wilder RSI", p,
-                          lambda p=p: (b.rsi(p) - 50.0) / 50.0)
-        yield FeatureSpec(f"rsi_{p}_overbought", "rsi", f"1 if RSI{p} > {hi:g} else 0", p,
-                          lambda p=p: _flag(b.rsi(p) > hi, b.rsi(p)))
-        yield FeatureSpec(f"rsi_{p}_oversold", "rsi", f"1 if RSI{p} < {lo:g} else 0", p,
-                          lambda p=p: _flag(b.rsi(p) < lo, b.rsi(p)))
+        yield FeatureSpec(
+            f"rsi_{p}_norm",
+            "rsi",
+            f"(RSI{p} - 50) / 50, Wilder RSI",
+            p,
+            lambda p=p: (b.rsi(p) - 50.0) / 50.0,
+        )
+        yield FeatureSpec(
+            f"rsi_{p}_overbought",
+            "rsi",
+            f"1 if RSI{p} > {hi:g} else 0",
+            p,
+            lambda p=p: _flag(b.rsi(p) > hi, b.rsi(p)),
+        )
+        yield FeatureSpec(
+            f"rsi_{p}_oversold",
+            "rsi",
+            f"1 if RSI{p} < {lo:g} else 0",
+            p,
+            lambda p=p: _flag(b.rsi(p) < lo, b.rsi(p)),
+        )
 
 
 def _volume(b: _Bars, cfg: FeatureConfig) -> Iterator[FeatureSpec]:
     vw = cfg.volume_windows
     for w in vw:
-        yield FeatureSpec(f"volume_ratio_{w}", "volume",
-                          f"volume / mean(volume, {w}); 1 if the mean is 0", w - 1,
-                          lambda w=w: ind.safe_div(b.volume, b.volume_ma(w), fill=1.0))
+        yield FeatureSpec(
+            f"volume_ratio_{w}",
+            "volume",
+            f"volume / mean(volume, {w}); 1 if the mean is 0",
+            w - 1,
+            lambda w=w: ind.safe_div(b.volume, b.volume_ma(w), fill=1.0),
+        )
     z = vw[-1]
-    yield FeatureSpec(f"volume_zscore_{z}", "volume",
-                      f"(volume - mean(volume, {z})) / std(volume, {z}); 0 if std is 0", z - 1,
-                      lambda: ind.safe_div(b.volume - b.volume_ma(z), ind.rolling_std(b.volume, z)))
+    yield FeatureSpec(
+        f"volume_zscore_{z}",
+        "volume",
+        f"(volume - mean(volume, {z})) / std(volume, {z}); 0 if std is 0",
+        z - 1,
+        lambda: ind.safe_div(b.volume - b.volume_ma(z), ind.rolling_std(b.volume, z)),
+    )
     if len(vw) > 1:
         s, lg = vw[0], vw[-1]
-        yield FeatureSpec(f"volume_trend_{s}_{lg}", "volume",
-                          f"mean(volume, {s}) / mean(volume, {lg}) - 1; 0 if the long mean is 0",
-                          lg - 1,
-                          lambda: ind.safe_div(b.volume_ma(s), b.volume_ma(lg), fill=1.0) - 1.0)
+        yield FeatureSpec(
+            f"volume_trend_{s}_{lg}",
+            "volume",
+            f"mean(volume, {s}) / mean(volume, {lg}) - 1; 0 if the long mean is 0",
+            lg - 1,
+            lambda: ind.safe_div(b.volume_ma(s), b.volume_ma(lg), fill=1.0) - 1.0,
+        )
     for w in cfg.corr_windows:
-        yield FeatureSpec(f"pv_corr_{w}", "volume",
-                          f"Pearson correlation of return_1 and volume over {w} bars; "
-                          "0 if either is constant", w,
-                          lambda w=w: ind.rolling_corr(b.ret(1), b.volume, w))
+        yield FeatureSpec(
+            f"pv_corr_{w}",
+            "volume",
+            f"Pearson correlation of return_1 and volume over {w} bars; 0 if either is constant",
+            w,
+            lambda w=w: ind.rolling_corr(b.ret(1), b.volume, w),
+        )
 
 
 def _volatility(b: _Bars, cfg: FeatureConfig) -> Iterator[FeatureSpec]:
     for p in cfg.atr_periods:
-        yield FeatureSpec(f"atr_{p}_norm", "volatility", f"ATR{p} / close, Wilder ATR", p,
-                          lambda p=p: ind.atr(b.high, b.low, b.close, p) / b.close)
+        yield FeatureSpec(
+            f"atr_{p}_norm",
+            "volatility",
+            f"ATR{p} / close, Wilder ATR",
+            p,
+            lambda p=p: ind.atr(b.high, b.low, b.close, p) / b.close,
+        )
     for w in cfg.volatility_windows:
-        yield FeatureSpec(f"parkinson_vol_{w}", "volatility",
-                          f"sqrt(mean(ln(high / low)^2, {w}) / (4 ln 2))", w - 1,
-                          lambda w=w: np.sqrt(ind.rolling_mean(np.log(b.high / b.low) ** 2, w)
-                                              / (4.0 * np.log(2.0))))
+        yield FeatureSpec(
+            f"parkinson_vol_{w}",
+            "volatility",
+            f"sqrt(mean(ln(high / low)^2, {w}) / (4 ln 2))",
+            w - 1,
+            lambda w=w: np.sqrt(
+                ind.rolling_mean(np.log(b.high / b.low) ** 2, w) / (4.0 * np.log(2.0))
+            ),
+        )
 
 
 def _momentum(b: _Bars, cfg: FeatureConfig) -> Iterator[FeatureSpec]:
     for w in cfg.momentum_windows:
-        yield FeatureSpec(f"roc_{w}", "momentum", f"close / close[t-{w}] - 1", w,
-                          lambda w=w: b.ret(w))
+        yield FeatureSpec(
+            f"roc_{w}", "momentum", f"close / close[t-{w}] - 1", w, lambda w=w: b.ret(w)
+        )
     for w in cfg.momentum_windows:
+
         def efficiency(w: int = w) -> np.ndarray:
             step = np.abs(b.close - ind.shift(b.close, 1))
             return ind.safe_div(b.close - ind.shift(b.close, w), ind.rolling_sum(step, w))
 
-        yield FeatureSpec(f"momentum_{w}", "momentum",
-                          f"(close - close[t-{w}]) / sum(|close - close[t-1]|, {w}) "
-                          "(signed efficiency ratio in [-1, 1]); 0 if flat", w, efficiency)
+        yield FeatureSpec(
+            f"momentum_{w}",
+            "momentum",
+            f"(close - close[t-{w}]) / sum(|close - close[t-1]|, {w}) "
+            "(signed efficiency ratio in [-1, 1]); 0 if flat",
+            w,
+            efficiency,
+        )
     for w in cfg.momentum_windows:
-        yield FeatureSpec(f"accel_{w}", "momentum", f"roc_{w} - roc_{w}[t-{w}]", 2 * w,
-                          lambda w=w: b.ret(w) - ind.shift(b.ret(w), w))
+        yield FeatureSpec(
+            f"accel_{w}",
+            "momentum",
+            f"roc_{w} - roc_{w}[t-{w}]",
+            2 * w,
+            lambda w=w: b.ret(w) - ind.shift(b.ret(w), w),
+        )
 
 
 def _flag(mask: np.ndarray, source: np.ndarray) -> np.ndarray:
@@ -281,8 +387,13 @@ def _flag(mask: np.ndarray, source: np.ndarray) -> np.ndarray:
 
 
 _GROUP_BUILDERS = {
-    "price": _price, "returns": _returns, "ema": _ema, "rsi": _rsi,
-    "volume": _volume, "volatility": _volatility, "momentum": _momentum,
+    "price": _price,
+    "returns": _returns,
+    "ema": _ema,
+    "rsi": _rsi,
+    "volume": _volume,
+    "volatility": _volatility,
+    "momentum": _momentum,
 }
 
 
@@ -344,7 +455,8 @@ def build_feature_matrix(
         raise InsufficientDataError(
             f"{what}: {len(df)} rows, but the features need at least {cfg.min_rows} "
             f"({warmup} warm-up bars for the longest window plus one); provide more history",
-            needed=cfg.min_rows, got=len(df),
+            needed=cfg.min_rows,
+            got=len(df),
         )
     bars = _Bars(df)
     specs = _specs(cfg, bars)
@@ -358,10 +470,13 @@ def build_feature_matrix(
         j = int(np.flatnonzero(~finite.all(axis=0))[0])
         i = int(np.flatnonzero(~finite[:, j])[0]) + warmup
         raise AssertionError(f"feature {specs[j].name} is {out[i, j]} at {df.index[i]}")
-    matrix = pd.DataFrame(body, index=df.index[warmup:], columns=[s.name for s in specs],
-                          copy=False)
-    report = FeatureReport(rows_in=n, rows_out=n - warmup, warmup_rows=warmup,
-                           n_features=len(specs))
-    log.debug("built %d features on %d rows (%d warm-up rows removed)", len(specs), n - warmup,
-              warmup)
+    matrix = pd.DataFrame(
+        body, index=df.index[warmup:], columns=[s.name for s in specs], copy=False
+    )
+    report = FeatureReport(
+        rows_in=n, rows_out=n - warmup, warmup_rows=warmup, n_features=len(specs)
+    )
+    log.debug(
+        "built %d features on %d rows (%d warm-up rows removed)", len(specs), n - warmup, warmup
+    )
     return (matrix, report) if return_report else matrix

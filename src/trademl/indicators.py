@@ -86,8 +86,9 @@ def true_range(high: np.ndarray, low: np.ndarray, close: np.ndarray) -> np.ndarr
     tr = np.empty_like(close)
     tr[0] = np.nan
     prev = close[:-1]
-    tr[1:] = np.maximum(high[1:] - low[1:],
-                        np.maximum(np.abs(high[1:] - prev), np.abs(low[1:] - prev)))
+    tr[1:] = np.maximum(
+        high[1:] - low[1:], np.maximum(np.abs(high[1:] - prev), np.abs(low[1:] - prev))
+    )
     return tr
 
 

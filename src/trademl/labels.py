@@ -70,8 +70,10 @@ class LabelConfig:
             if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
                 raise ConfigError(f"labels.{name}={value!r} must be a number >= 0")
         if self.method == "triple_barrier" and (self.sl_atr_mult <= 0 or self.tp_atr_mult <= 0):
-            raise ConfigError("labels.sl_atr_mult and labels.tp_atr_mult must be > 0 for the "
-                              "triple-barrier labeller")
+            raise ConfigError(
+                "labels.sl_atr_mult and labels.tp_atr_mult must be > 0 for the "
+                "triple-barrier labeller"
+            )
 
     @property
     def uses_atr(self) -> bool:
@@ -153,17 +155,25 @@ def align_data_for_training(
     if len(df) < needed:
         raise InsufficientDataError(
             f"{what}: {len(df)} rows, but labels with horizon {h} need at least {needed}",
-            needed=needed, got=len(df))
+            needed=needed,
+            got=len(df),
+        )
     close = df["close"].to_numpy(dtype=np.float64)
     n = close.size
     fwd = np.full(n, np.nan)
     fwd[: n - h] = close[h:] / close[: n - h] - 1.0
-    atr = (ind.atr(df["high"].to_numpy(), df["low"].to_numpy(), close, cfg.atr_period)
-           if cfg.uses_atr else None)
+    atr = (
+        ind.atr(df["high"].to_numpy(), df["low"].to_numpy(), close, cfg.atr_period)
+        if cfg.uses_atr
+        else None
+    )
 
     if cfg.method == "forward_return":
-        thr = (np.full(n, float(cfg.threshold)) if cfg.threshold_type == "fixed"
-               else cfg.threshold * atr / close * np.sqrt(h))
+        thr = (
+            np.full(n, float(cfg.threshold))
+            if cfg.threshold_type == "fixed"
+            else cfg.threshold * atr / close * np.sqrt(h)
+        )
         codes = np.full(n, LABEL_TO_INT["FLAT"], dtype=np.int64)
         with np.errstate(invalid="ignore"):
             codes[fwd > thr] = LABEL_TO_INT["LONG"]
@@ -197,8 +207,9 @@ def _triple_barrier(df: pd.DataFrame, atr: np.ndarray, cfg: LabelConfig) -> np.n
     entry = np.full(n, np.nan)
     entry[:-1] = open_[1:]
     tp, sl = cfg.tp_atr_mult * atr, cfg.sl_atr_mult * atr
-    first = {k: np.full(n, never, dtype=np.int64)
-             for k in ("long_tp", "long_sl", "short_tp", "short_sl")}
+    first = {
+        k: np.full(n, never, dtype=np.int64) for k in ("long_tp", "long_sl", "short_tp", "short_sl")
+    }
     with np.errstate(invalid="ignore"):
         for step in range(1, h + 1):
             hi = np.full(n, np.nan)
@@ -206,8 +217,10 @@ def _triple_barrier(df: pd.DataFrame, atr: np.ndarray, cfg: LabelConfig) -> np.n
             hi[: n - step] = high[step:]
             lo[: n - step] = low[step:]
             hits = {
-                "long_tp": hi >= entry + tp, "long_sl": lo <= entry - sl,
-                "short_tp": lo <= entry - tp, "short_sl": hi >= entry + sl,
+                "long_tp": hi >= entry + tp,
+                "long_sl": lo <= entry - sl,
+                "short_tp": lo <= entry - tp,
+                "short_sl": hi >= entry + sl,
             }
             for key, hit in hits.items():
                 arr = first[key]

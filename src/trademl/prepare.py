@@ -70,7 +70,9 @@ def prepare_data_for_ml(
     elif isinstance(source, pd.DataFrame):
         raw = source
     else:
-        raise DataError(f"expected a file path or a DataFrame of candles, got {type(source).__name__}")
+        raise DataError(
+            f"expected a file path or a DataFrame of candles, got {type(source).__name__}"
+        )
     name = raw.attrs.get("source", "data")
     candles, clean_report = clean_ohlcv_data(raw, clean_cfg)
     candles.attrs["source"] = name
@@ -78,7 +80,10 @@ def prepare_data_for_ml(
         raise InsufficientDataError(
             f"{name}: {len(candles)} clean rows, but the features need at least "
             f"{feat_cfg.min_rows} ({feat_cfg.warmup} warm-up bars plus one) and training needs "
-            "many more", needed=feat_cfg.min_rows, got=len(candles))
+            "many more",
+            needed=feat_cfg.min_rows,
+            got=len(candles),
+        )
     X, feat_report = build_feature_matrix(candles, feat_cfg, return_report=True)
     lab = align_data_for_training(candles, config=label_cfg)
     common = X.index.intersection(lab.y.index)
@@ -86,15 +91,21 @@ def prepare_data_for_ml(
     y = lab.y.loc[common]
     fwd = lab.forward_return.loc[common]
     try:
-        sp = split_train_test(X, train_ratio=split_cfg.train_ratio, purge=purge,
-                              min_train_rows=split_cfg.min_train_rows)
+        sp = split_train_test(
+            X,
+            train_ratio=split_cfg.train_ratio,
+            purge=purge,
+            min_train_rows=split_cfg.min_train_rows,
+        )
     except InsufficientDataError as exc:
         needed = exc.needed + feat_cfg.warmup + label_cfg.horizon
         raise InsufficientDataError(
             f"{name}: {len(candles)} clean candles give {len(X)} labelled feature rows; a "
             f"{split_cfg.train_ratio:g} split with purge {purge} and "
             f"{split_cfg.min_train_rows} training rows needs about {needed} candles",
-            needed=needed, got=len(candles)) from exc
+            needed=needed,
+            got=len(candles),
+        ) from exc
 
     report = {
         "source": name,
@@ -103,12 +114,24 @@ def prepare_data_for_ml(
         "labels": lab.report(),
         "split": sp.report(X.index),
     }
-    log.info("prepared %s: %d train / %d test rows, %d features, %d purged",
-             name, sp.train.size, sp.test.size, X.shape[1], purge)
+    log.info(
+        "prepared %s: %d train / %d test rows, %d features, %d purged",
+        name,
+        sp.train.size,
+        sp.test.size,
+        X.shape[1],
+        purge,
+    )
     return PreparedData(
-        X_train=X.iloc[sp.train], X_test=X.iloc[sp.test],
-        y_train=y.iloc[sp.train], y_test=y.iloc[sp.test],
-        fwd_train=fwd.iloc[sp.train], fwd_test=fwd.iloc[sp.test],
-        feature_names=list(X.columns), candles=candles,
-        features=feat_cfg, labels=label_cfg, report=report,
+        X_train=X.iloc[sp.train],
+        X_test=X.iloc[sp.test],
+        y_train=y.iloc[sp.train],
+        y_test=y.iloc[sp.test],
+        fwd_train=fwd.iloc[sp.train],
+        fwd_test=fwd.iloc[sp.test],
+        feature_names=list(X.columns),
+        candles=candles,
+        features=feat_cfg,
+        labels=label_cfg,
+        report=report,
     )

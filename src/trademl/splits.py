@@ -49,8 +49,11 @@ class SplitConfig:
     min_train_rows: int = 50
 
     def __post_init__(self) -> None:
-        if isinstance(self.train_ratio, bool) or not isinstance(self.train_ratio, int | float) \
-                or not 0.0 < self.train_ratio < 1.0:
+        if (
+            isinstance(self.train_ratio, bool)
+            or not isinstance(self.train_ratio, int | float)
+            or not 0.0 < self.train_ratio < 1.0
+        ):
             raise ConfigError(f"split.train_ratio={self.train_ratio!r} must be in (0, 1)")
         if self.purge is not None:
             check_positive_int("split.purge", self.purge, minimum=0)
@@ -82,11 +85,18 @@ class TrainTestSplit:
     purged: int
 
     def report(self, index: pd.Index | None = None) -> dict[str, object]:
-        out: dict[str, object] = {"train_rows": int(self.train.size),
-                                  "test_rows": int(self.test.size), "purged_rows": self.purged}
+        out: dict[str, object] = {
+            "train_rows": int(self.train.size),
+            "test_rows": int(self.test.size),
+            "purged_rows": self.purged,
+        }
         if index is not None and self.train.size and self.test.size:
-            out.update(train_start=str(index[self.train[0]]), train_end=str(index[self.train[-1]]),
-                       test_start=str(index[self.test[0]]), test_end=str(index[self.test[-1]]))
+            out.update(
+                train_start=str(index[self.train[0]]),
+                train_end=str(index[self.train[-1]]),
+                test_start=str(index[self.test[0]]),
+                test_end=str(index[self.test[-1]]),
+            )
         return out
 
 
@@ -124,8 +134,11 @@ def split_train_test(
         Raise :class:`InsufficientDataError` if fewer training rows remain.
     """
     n = _length(data)
-    if isinstance(data, pd.DataFrame | pd.Series) and isinstance(data.index, pd.DatetimeIndex) \
-            and not data.index.is_monotonic_increasing:
+    if (
+        isinstance(data, pd.DataFrame | pd.Series)
+        and isinstance(data.index, pd.DatetimeIndex)
+        and not data.index.is_monotonic_increasing
+    ):
         raise DataError("split_train_test: rows are not in time order; sort them first")
     SplitConfig(train_ratio=train_ratio, purge=purge)  # validates both
     boundary = math.floor(n * train_ratio)
@@ -135,7 +148,9 @@ def split_train_test(
         raise InsufficientDataError(
             f"{n} rows are too few for a {train_ratio:g} split with a purge of {purge} rows and "
             f"at least {min_train_rows} training rows; need about {needed}",
-            needed=needed, got=n)
+            needed=needed,
+            got=n,
+        )
     return TrainTestSplit(train=np.arange(train_end), test=np.arange(boundary, n), purged=purge)
 
 
@@ -160,7 +175,9 @@ def walk_forward_folds(
         raise InsufficientDataError(
             f"{n} rows are too few for {k} walk-forward folds of {test_size} test rows with a "
             f"purge of {purge} and at least {cfg.min_train_rows} training rows; need {needed}",
-            needed=needed, got=n)
+            needed=needed,
+            got=n,
+        )
     train_size = cfg.train_size or (first_test - purge)
     folds = []
     for i in range(k):
@@ -171,7 +188,16 @@ def walk_forward_folds(
         if train_end - train_start < cfg.min_train_rows:
             raise InsufficientDataError(
                 f"walk-forward fold {i}: {train_end - train_start} training rows, need "
-                f"{cfg.min_train_rows}", needed=cfg.min_train_rows, got=train_end - train_start)
-        folds.append(Fold(train=np.arange(train_start, train_end), test=np.arange(start, stop),
-                          purged=purge, number=i))
+                f"{cfg.min_train_rows}",
+                needed=cfg.min_train_rows,
+                got=train_end - train_start,
+            )
+        folds.append(
+            Fold(
+                train=np.arange(train_start, train_end),
+                test=np.arange(start, stop),
+                purged=purge,
+                number=i,
+            )
+        )
     return folds

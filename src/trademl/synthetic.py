@@ -79,8 +79,9 @@ def generate_ohlcv(
         raise ConfigError(f"regime_persistence={regime_persistence!r} must be in (0, 1)")
     rng = np.random.default_rng(seed)
     try:
-        index = pd.date_range(start=start, periods=n, freq=_pandas_freq(freq), tz="UTC",
-                              name="timestamp", unit="ns")
+        index = pd.date_range(
+            start=start, periods=n, freq=_pandas_freq(freq), tz="UTC", name="timestamp", unit="ns"
+        )
     except (ValueError, TypeError) as exc:
         raise ConfigError(f"bad start={start!r} or freq={freq!r}: {exc}") from exc
 
@@ -126,8 +127,9 @@ def _regimes(n: int, rng: np.random.Generator, stay: float) -> np.ndarray:
     return out
 
 
-def _returns(z: np.ndarray, regime: np.ndarray, vol: float, momentum: float, garch: bool
-             ) -> np.ndarray:
+def _returns(
+    z: np.ndarray, regime: np.ndarray, vol: float, momentum: float, garch: bool
+) -> np.ndarray:
     """GARCH(1, 1) shocks scaled per regime, AR(1) in the trending regime."""
     n = z.size
     alpha, beta = (0.08, 0.90) if garch else (0.0, 0.0)
