@@ -463,13 +463,12 @@ def build_feature_matrix(
     n = len(df)
     out = np.empty((n, len(specs)), dtype=np.float64, order="F")
     for j, spec in enumerate(specs):
-        out[:, j] = spec.compute()
+        column = out[:, j]
+        column[:] = spec.compute()
+        if not np.isfinite(column[warmup:]).all():  # pragma: no cover - a formula bug
+            i = int(np.flatnonzero(~np.isfinite(column[warmup:]))[0]) + warmup
+            raise AssertionError(f"feature {spec.name} is {column[i]} at {df.index[i]}")
     body = out[warmup:]
-    finite = np.isfinite(body)
-    if not finite.all():  # pragma: no cover - a bug in a formula, not bad input
-        j = int(np.flatnonzero(~finite.all(axis=0))[0])
-        i = int(np.flatnonzero(~finite[:, j])[0]) + warmup
-        raise AssertionError(f"feature {specs[j].name} is {out[i, j]} at {df.index[i]}")
     matrix = pd.DataFrame(
         body, index=df.index[warmup:], columns=[s.name for s in specs], copy=False
     )

@@ -129,9 +129,10 @@ def rolling_corr(x: np.ndarray, y: np.ndarray, window: int) -> np.ndarray:
 
 
 def safe_div(num: np.ndarray, den: np.ndarray, fill: float = 0.0) -> np.ndarray:
-    """``num / den`` with ``fill`` where ``den == 0`` (NaN stays NaN)."""
-    out = np.full(np.broadcast(num, den).shape, fill, dtype=np.float64)
-    np.divide(num, den, out=out, where=den != 0)
-    nan = np.isnan(num) | np.isnan(den)
-    out[nan] = np.nan
+    """``num / den`` with ``fill`` where ``den == 0`` and ``num`` is a number (NaN stays NaN)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out = np.true_divide(num, den)
+    zero = den == 0
+    if zero.any():
+        out[zero & ~np.isnan(num)] = fill
     return out
