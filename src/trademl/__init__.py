@@ -15,11 +15,16 @@ from trademl.features import (
     feature_catalogue,
     feature_names,
 )
+from trademl.labels import LABEL_TO_INT, LABELS, LabelConfig, align_data_for_training
+from trademl.prepare import PreparedData, prepare_data_for_ml
+from trademl.splits import SplitConfig, split_train_test, walk_forward_folds
 from trademl.synthetic import generate_ohlcv
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "LABELS",
+    "LABEL_TO_INT",
     "OHLCV_COLUMNS",
     "CleaningConfig",
     "CleaningReport",
@@ -27,14 +32,21 @@ __all__ = [
     "DataError",
     "FeatureConfig",
     "InsufficientDataError",
+    "LabelConfig",
     "ModelError",
+    "PreparedData",
+    "SplitConfig",
     "TradeMLError",
     "__version__",
+    "align_data_for_training",
     "build_feature_matrix",
     "clean_ohlcv_data",
     "feature_catalogue",
     "feature_names",
     "generate_ohlcv",
     "load_ohlcv_data",
+    "prepare_data_for_ml",
+    "split_train_test",
     "validate_ohlcv",
+    "walk_forward_folds",
 ]
