@@ -1,0 +1,169 @@
+"""Test-period evaluation of a fitted classifier: metrics, confusion matrix, importances.
+
+Pure functions, no MLflow: :mod:`trademl.tracking` logs what these return.
+Metric names are the same for every model type so that runs line up in the
+MLflow UI's compare view.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from scipy.stats import pearsonr, spearmanr
+from sklearn.inspection import permutation_importance
+from sklearn.metrics import (
+    accuracy_score,
+    balanced_accuracy_score,
+    classification_report,
+    confusion_matrix,
+    log_loss,
+    precision_recall_fscore_support,
+)
+from sklearn.pipeline import Pipeline
+
+from trademl.labels import LABEL_TO_INT, LABELS
+
+__all__ = ["Evaluation", "class_probabilities", "evaluate", "feature_importance"]
+
+CODES = [LABEL_TO_INT[name] for name in LABELS]
+
+
+@dataclass
+class Evaluation:
+    """Everything measured on the test period."""
+
+    metrics: dict[str, float]
+    confusion: np.ndarray  # rows: true SHORT/FLAT/LONG, columns: predicted
+    report: dict
+    report_text: str
+    importance: pd.DataFrame  # feature, importance (model), permutation_mean, permutation_std
+    importance_kind: str
+
+
+def class_probabilities(model: Pipeline, X: pd.DataFrame) -> np.ndarray:
+    """``predict_proba`` with one column per label code 0..2, zeros for unseen classes."""
+    proba = model.predict_proba(X)
+    out = np.zeros((len(X), len(CODES)))
+    for j, cls in enumerate(model.classes_):
+        out[:, int(cls)] = proba[:, j]
+    return out
+
+
+def _ic(score: np.ndarray, fwd: np.ndarray) -> tuple[float, float]:
+    if len(score) < 3 or np.ptp(score) == 0 or np.ptp(fwd) == 0:
+        return 0.0, 0.0
+    return float(pearsonr(score, fwd)[0]), float(spearmanr(score, fwd)[0])
+
+
+def evaluate(
+    model: Pipeline,
+    X_test: pd.DataFrame,
+    y_test: pd.Series,
+    fwd_test: pd.Series,
+    y_train: pd.Series,
+    *,
+    permutation_repeats: int = 3,
+    permutation_max_rows: int = 2000,
+    seed: int = 0,
+) -> Evaluation:
+    """Score ``model`` on the test period.
+
+    Metrics: ``test_accuracy``, ``test_balanced_accuracy``, macro and per-class
+    precision/recall/F1 (``test_f1_LONG`` ...), ``test_log_loss``, class
+    distributions of train and test (``train_frac_LONG`` ...), and the
+    information coefficient (``test_ic``, Pearson) and rank IC (``test_rank_ic``,
+    Spearman) of ``P(LONG) - P(SHORT)`` against the forward return.
+    """
+    proba = class_probabilities(model, X_test)
+    pred = proba.argmax(axis=1)
+    y = y_test.to_numpy()
+    metrics: dict[str, float] = {
+        "test_accuracy": accuracy_score(y, pred),
+        "test_balanced_accuracy": balanced_accuracy_score(y, pred),
+        "test_log_loss": log_loss(y, np.clip(proba, 1e-15, 1.0), labels=CODES),
+        "test_rows": float(len(y)),
+        "train_rows": float(len(y_train)),
+    }
+    for avg in ("macro",):
+        p, r, f, _ = precision_recall_fscore_support(
+            y, pred, labels=CODES, average=avg, zero_division=0
+        )
+        metrics.update({f"test_precision_{avg}": p, f"test_recall_{avg}": r, f"test_f1_{avg}": f})
+    p, r, f, _ = precision_recall_fscore_support(y, pred, labels=CODES, zero_division=0)
+    for name, code in LABEL_TO_INT.items():
+        metrics[f"test_precision_{name}"] = p[code]
+        metrics[f"test_recall_{name}"] = r[code]
+        metrics[f"test_f1_{name}"] = f[code]
+        metrics[f"train_frac_{name}"] = float(np.mean(y_train.to_numpy() == code))
+        metrics[f"test_frac_{name}"] = float(np.mean(y == code))
+        metrics[f"test_pred_frac_{name}"] = float(np.mean(pred == code))
+    score = proba[:, LABEL_TO_INT["LONG"]] - proba[:, LABEL_TO_INT["SHORT"]]
+    metrics["test_ic"], metrics["test_rank_ic"] = _ic(score, fwd_test.to_numpy())
+    metrics = {k: float(v) for k, v in metrics.items()}
+
+    report = classification_report(
+        y, pred, labels=CODES, target_names=list(LABELS), zero_division=0, output_dict=True
+    )
+    text = classification_report(
+        y, pred, labels=CODES, target_names=list(LABELS), zero_division=0, digits=4
+    )
+    importance, kind = feature_importance(
+        model,
+        X_test,
+        y_test,
+        repeats=permutation_repeats,
+        max_rows=permutation_max_rows,
+        seed=seed,
+    )
+    return Evaluation(
+        metrics=metrics,
+        confusion=confusion_matrix(y, pred, labels=CODES),
+        report=report,
+        report_text=text,
+        importance=importance,
+        importance_kind=kind,
+    )
+
+
+def feature_importance(
+    model: Pipeline,
+    X: pd.DataFrame,
+    y: pd.Series,
+    *,
+    repeats: int = 3,
+    max_rows: int = 2000,
+    seed: int = 0,
+) -> tuple[pd.DataFrame, str]:
+    """Model importance (impurity for trees, |coefficients| for linear models) and
+    permutation importance on the test set (drop in balanced accuracy), sorted by
+    the model importance when there is one, else by the permutation importance.
+    """
+    clf = model[-1]
+    names = list(X.columns)
+    if hasattr(clf, "feature_importances_"):
+        own, kind = np.asarray(clf.feature_importances_, dtype=float), "impurity"
+    elif hasattr(clf, "coef_"):
+        own, kind = np.abs(np.asarray(clf.coef_, dtype=float)).mean(axis=0), "abs_coefficient"
+    else:
+        own, kind = None, "permutation"
+    table = pd.DataFrame({"feature": names})
+    table["importance"] = own if own is not None else np.nan
+    if repeats > 0:
+        rows = X.iloc[-max_rows:] if len(X) > max_rows else X
+        target = y.loc[rows.index]
+        perm = permutation_importance(
+            model,
+            rows,
+            target,
+            n_repeats=repeats,
+            random_state=seed,
+            scoring="balanced_accuracy",
+        )
+        table["permutation_mean"] = perm.importances_mean
+        table["permutation_std"] = perm.importances_std
+    sort_by = "importance" if own is not None else "permutation_mean"
+    if sort_by in table:
+        table = table.sort_values(sort_by, ascending=False, kind="stable")
+    return table.reset_index(drop=True), kind

@@ -1,0 +1,313 @@
+"""The model registry, on MLflow: register, promote, load, list, info, delete.
+
+Model references accepted everywhere:
+
+* ``models:/NAME/STAGE`` (``Production``, ``Staging``, ``Archived``, ``None``; deprecated
+  by MLflow but supported),
+* ``models:/NAME@ALIAS`` (``champion``, the future-proof form),
+* ``models:/NAME/VERSION``,
+* ``runs:/RUN_ID/model``,
+* a bare ``NAME`` (meaning ``models:/NAME/Production``).
+
+Promotion sets both the ``Production`` stage (archiving the previous one) and the
+``champion`` alias, so both URIs resolve to the same version.
+"""
+
+from __future__ import annotations
+
+import re
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import mlflow
+from mlflow.entities.model_registry import ModelVersion
+from mlflow.exceptions import MlflowException
+
+from trademl.errors import ModelError
+from trademl.tracking import MlflowSettings
+
+__all__ = [
+    "KEY_METRICS",
+    "LoadedModel",
+    "ModelRef",
+    "delete_model",
+    "get_model_info",
+    "list_models",
+    "load_model",
+    "parse_model_uri",
+    "promote_model",
+    "resolve_version",
+]
+
+STAGES = ("None", "Staging", "Production", "Archived")
+KEY_METRICS = ("test_balanced_accuracy", "test_accuracy", "test_f1_macro", "test_log_loss",
+               "test_ic")
+_NAME = r"[^/@]+"
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """A parsed model reference: exactly one of stage, alias, version, run_id is set."""
+
+    uri: str
+    name: str | None = None
+    stage: str | None = None
+    alias: str | None = None
+    version: str | None = None
+    run_id: str | None = None
+
+
+@dataclass
+class LoadedModel:
+    """A loaded model with where it came from and what it needs to be fed."""
+
+    model: Any
+    uri: str
+    name: str | None
+    version: str | None
+    run_id: str | None
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def trademl(self) -> dict[str, Any]:
+        """The feature/label configuration stored with the model at training time."""
+        return dict(self.metadata.get("trademl", {}))
+
+
+@contextmanager
+def _quiet_stages() -> Iterator[None]:
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*stage.*deprecated.*", category=FutureWarning)
+        warnings.filterwarnings("ignore", message=".*deprecated.*stage.*", category=FutureWarning)
+        yield
+
+
+def parse_model_uri(reference: str, *, default_stage: str = "Production") -> ModelRef:
+    """Parse any accepted model reference (see the module docstring)."""
+    ref = str(reference).strip()
+    if not ref:
+        raise ModelError("empty model reference; give e.g. models:/baseline_rf/Production")
+    if ref.startswith("runs:/"):
+        parts = ref.removeprefix("runs:/").split("/", 1)
+        if len(parts) < 2 or not parts[0]:
+            raise ModelError(f"{ref!r}: expected runs:/RUN_ID/ARTIFACT_PATH")
+        return ModelRef(uri=ref, run_id=parts[0])
+    if not ref.startswith("models:/"):
+        if "/" in ref or ":" in ref:
+            raise ModelError(f"{ref!r} is not a model reference; use models:/NAME/STAGE, "
+                             "models:/NAME@ALIAS, models:/NAME/VERSION or runs:/RUN_ID/model")
+        return parse_model_uri(f"models:/{ref}/{default_stage}")
+    body = ref.removeprefix("models:/")
+    if m := re.fullmatch(rf"({_NAME})@([\w\-]+)", body):
+        return ModelRef(uri=ref, name=m[1], alias=m[2])
+    if m := re.fullmatch(rf"({_NAME})/(\d+)", body):
+        return ModelRef(uri=ref, name=m[1], version=m[2])
+    if m := re.fullmatch(rf"({_NAME})/(\w+)", body):
+        stage = next((s for s in STAGES if s.lower() == m[2].lower()), None)
+        if stage is None:
+            raise ModelError(f"{ref!r}: unknown stage {m[2]!r}; stages are {', '.join(STAGES)}")
+        return ModelRef(uri=ref, name=m[1], stage=stage)
+    if m := re.fullmatch(rf"({_NAME})", body):  # a logged-model id (models:/m-...) or bare name
+        if body.startswith("m-"):
+            return ModelRef(uri=ref)
+        return parse_model_uri(f"models:/{body}/{default_stage}")
+    raise ModelError(f"{ref!r} is not a model reference")
+
+
+def _settings(tracking_uri: str | None) -> MlflowSettings:
+    return MlflowSettings(tracking_uri=tracking_uri) if tracking_uri else MlflowSettings()
+
+
+def _versions(client, name: str) -> list[ModelVersion]:
+    with _quiet_stages():
+        found = client.search_model_versions(f"name='{name}'")
+    return sorted(found, key=lambda v: int(v.version))
+
+
+def _describe(versions: list[ModelVersion]) -> str:
+    if not versions:
+        return "none"
+    return ", ".join(
+        f"{v.version} ({v.current_stage}{', @' + ', @'.join(v.aliases) if v.aliases else ''})"
+        for v in versions
+    )
+
+
+def _require_model(client, name: str) -> None:
+    try:
+        client.get_registered_model(name)
+    except MlflowException as exc:
+        names = sorted(m.name for m in client.search_registered_models())
+        raise ModelError(
+            f"no registered model {name!r} in {client.tracking_uri}; registered models: "
+            f"{', '.join(names) or 'none'}. Train one with `trademl train` (it registers the "
+            "model) or check mlflow.tracking_uri"
+        ) from exc
+
+
+def resolve_version(reference: str, *, tracking_uri: str | None = None) -> ModelVersion | None:
+    """The registry version a reference points to (``None`` for run or logged-model URIs).
+
+    Raises
+    ------
+    ModelError
+        Naming what is missing and what exists: unknown model, no version in the
+        stage, unknown alias or version.
+    """
+    ref = parse_model_uri(reference)
+    if ref.name is None:
+        return None
+    client = _settings(tracking_uri).client()
+    _require_model(client, ref.name)
+    versions = _versions(client, ref.name)
+    if ref.version is not None:
+        match = [v for v in versions if v.version == ref.version]
+        if not match:
+            raise ModelError(f"{ref.name!r} has no version {ref.version}; versions: "
+                             f"{_describe(versions)}")
+        return match[0]
+    if ref.alias is not None:
+        try:
+            return client.get_model_version_by_alias(ref.name, ref.alias)
+        except MlflowException as exc:
+            raise ModelError(
+                f"{ref.name!r} has no alias {ref.alias!r}; versions: {_describe(versions)}. "
+                f"Set it with `trademl models promote {ref.name} VERSION`"
+            ) from exc
+    in_stage = [v for v in versions if v.current_stage == ref.stage]
+    if not in_stage:
+        raise ModelError(
+            f"no version of {ref.name!r} in stage {ref.stage!r}; versions: {_describe(versions)}. "
+            f"Promote one with `trademl models promote {ref.name} VERSION`"
+        )
+    return in_stage[-1]
+
+
+def load_model(reference: str, *, tracking_uri: str | None = None) -> LoadedModel:
+    """Load a model and the trademl metadata stored with it.
+
+    The reference is resolved to one exact version first, so the model and the
+    reported version always agree.
+    """
+    settings = _settings(tracking_uri)
+    mlflow.set_tracking_uri(settings.tracking_uri)
+    mlflow.set_registry_uri(settings.tracking_uri)
+    version = resolve_version(reference, tracking_uri=settings.tracking_uri)
+    ref = parse_model_uri(reference)
+    uri = f"models:/{version.name}/{version.version}" if version is not None else ref.uri
+    try:
+        model = mlflow.sklearn.load_model(uri)
+        info = mlflow.models.get_model_info(uri)
+    except MlflowException as exc:
+        raise ModelError(f"cannot load {reference!r} ({uri}): {exc.message}") from exc
+    except OSError as exc:
+        raise ModelError(f"cannot load {reference!r} ({uri}): {exc}") from exc
+    return LoadedModel(
+        model=model,
+        uri=uri,
+        name=version.name if version else None,
+        version=version.version if version else None,
+        run_id=version.run_id if version else ref.run_id,
+        metadata=dict(info.metadata or {}),
+    )
+
+
+def promote_model(
+    name: str,
+    version: int | str,
+    *,
+    stage: str = "Production",
+    alias: str = "champion",
+    tracking_uri: str | None = None,
+) -> ModelVersion:
+    """Move ``version`` to ``stage`` (archiving the versions there) and set ``alias`` on it."""
+    client = _settings(tracking_uri).client()
+    target = resolve_version(f"models:/{name}/{version}", tracking_uri=client.tracking_uri)
+    if stage not in STAGES:
+        raise ModelError(f"unknown stage {stage!r}; stages are {', '.join(STAGES)}")
+    with _quiet_stages():
+        client.transition_model_version_stage(
+            name, target.version, stage, archive_existing_versions=stage != "None"
+        )
+    if alias:
+        client.set_registered_model_alias(name, alias, target.version)
+    return client.get_model_version(name, target.version)
+
+
+def _run_metrics(client, run_id: str | None) -> dict[str, float]:
+    if not run_id:
+        return {}
+    try:
+        metrics = client.get_run(run_id).data.metrics
+    except MlflowException:
+        return {}
+    return {k: round(metrics[k], 4) for k in KEY_METRICS if k in metrics}
+
+
+def _version_row(client, v: ModelVersion) -> dict[str, Any]:
+    return {
+        "name": v.name,
+        "version": int(v.version),
+        "stage": v.current_stage,
+        "aliases": list(v.aliases),
+        "run_id": v.run_id,
+        "created": v.creation_timestamp,
+        **_run_metrics(client, v.run_id),
+    }
+
+
+def list_models(name: str | None = None, *, tracking_uri: str | None = None
+                ) -> list[dict[str, Any]]:
+    """One row per model version: name, version, stage, aliases, run id, key test metrics."""
+    client = _settings(tracking_uri).client()
+    if name is not None:
+        _require_model(client, name)
+        names = [name]
+    else:
+        names = sorted(m.name for m in client.search_registered_models())
+    return [_version_row(client, v) for n in names for v in _versions(client, n)]
+
+
+def get_model_info(reference: str, *, tracking_uri: str | None = None) -> dict[str, Any]:
+    """Everything about one version: registry fields, run params/metrics, trademl metadata."""
+    settings = _settings(tracking_uri)
+    client = settings.client()
+    ref = parse_model_uri(reference, default_stage="Production")
+    if ref.name is not None and ref.stage == "Production" and "/" not in reference:
+        # bare name: describe the whole model, not only its Production version
+        _require_model(client, ref.name)
+        return {"name": ref.name, "versions": list_models(ref.name, tracking_uri=tracking_uri)}
+    version = resolve_version(reference, tracking_uri=settings.tracking_uri)
+    if version is None:
+        raise ModelError(f"{reference!r} is not a registry reference; use models:/NAME/...")
+    row = _version_row(client, version)
+    run = client.get_run(version.run_id) if version.run_id else None
+    mlflow.set_tracking_uri(settings.tracking_uri)
+    info = mlflow.models.get_model_info(f"models:/{version.name}/{version.version}")
+    row.update(
+        source=version.source,
+        description=version.description,
+        tags=dict(version.tags),
+        metrics=dict(run.data.metrics) if run else {},
+        params=dict(run.data.params) if run else {},
+        trademl=dict((info.metadata or {}).get("trademl", {})),
+        signature_inputs=len(info.signature.inputs.inputs) if info.signature else None,
+    )
+    return row
+
+
+def delete_model(name: str, version: int | str | None = None, *,
+                 tracking_uri: str | None = None) -> str:
+    """Delete one version, or the registered model with all its versions. Returns what went."""
+    client = _settings(tracking_uri).client()
+    _require_model(client, name)
+    if version is None:
+        count = len(_versions(client, name))
+        client.delete_registered_model(name)
+        return f"deleted registered model {name!r} and its {count} version(s)"
+    target = resolve_version(f"models:/{name}/{version}", tracking_uri=client.tracking_uri)
+    client.delete_model_version(name, target.version)
+    return f"deleted version {target.version} of {name!r}"

@@ -1,0 +1,96 @@
+"""Hydra multirun <-> MLflow: one parent run per sweep, one child run per job.
+
+:class:`MlflowSweepCallback` (registered in ``conf/train.yaml`` under
+``hydra.callbacks``) creates the parent run before the first job and writes its
+id into the sweep directory, where every job (also in other processes, with the
+joblib launcher) finds it. After the last job it records the best child by
+``optimized_metric`` / ``optimized_direction`` on the parent: the metric, the
+child's run id, its overrides and its test metrics.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+
+from trademl.errors import TradeMLError
+
+__all__ = ["MlflowSweepCallback", "best_child"]
+
+log = logging.getLogger(__name__)
+
+PARENT_RUN_FILE = ".mlflow_parent_run_id"
+
+
+def _settings(config: DictConfig):
+    import hydra
+
+    from trademl.tracking import setup_tracking
+
+    return setup_tracking(hydra.utils.instantiate(config.mlflow, _convert_="all"))
+
+
+def best_child(client, parent_run_id: str, experiment_id: str, metric: str, direction: str):
+    """The finished child run with the best ``metric`` (``None`` if there is none)."""
+    runs = client.search_runs(
+        [experiment_id],
+        filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}'",
+        max_results=5000,
+    )
+    scored = [r for r in runs if metric in r.data.metrics]
+    if not scored:
+        return None, runs
+    pick = max if direction == "maximize" else min
+    return pick(scored, key=lambda r: r.data.metrics[metric]), runs
+
+
+class MlflowSweepCallback(Callback):
+    """Create the sweep's parent run and summarise the best child into it."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        try:
+            settings, experiment_id = _settings(config)
+        except TradeMLError as exc:
+            log.error("MLflow sweep parent not created: %s", exc)
+            return
+        client = settings.client()
+        overrides = " ".join(config.hydra.overrides.task)
+        run = client.create_run(
+            experiment_id,
+            run_name=f"sweep-{Path(config.hydra.sweep.dir).name}",
+            tags={"sweep": "parent", "hydra_overrides": overrides,
+                  "sweep_dir": str(config.hydra.sweep.dir)},
+        )
+        sweep_dir = Path(config.hydra.sweep.dir)
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        (sweep_dir / PARENT_RUN_FILE).write_text(run.info.run_id)
+        log.info("MLflow parent run %s for the sweep in %s", run.info.run_id, sweep_dir)
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        marker = Path(config.hydra.sweep.dir) / PARENT_RUN_FILE
+        if not marker.exists():
+            return
+        parent = marker.read_text().strip()
+        settings, experiment_id = _settings(config)
+        client = settings.client()
+        metric = str(config.optimized_metric)
+        direction = str(config.get("optimized_direction", "maximize"))
+        best, runs = best_child(client, parent, experiment_id, metric, direction)
+        client.log_metric(parent, "sweep_jobs", len(runs))
+        if best is not None:
+            client.log_metric(parent, f"best_{metric}", best.data.metrics[metric])
+            for key, value in best.data.metrics.items():
+                if key.startswith("test_"):
+                    client.log_metric(parent, f"best.{key}", value)
+            client.set_tag(parent, "best_run_id", best.info.run_id)
+            client.set_tag(parent, "best_overrides", best.data.tags.get("hydra_overrides", ""))
+            client.set_tag(parent, "optimized_metric", f"{metric} ({direction})")
+            print(f"sweep: {len(runs)} runs under parent {parent}; best {metric} = "
+                  f"{best.data.metrics[metric]:.4f} in run {best.info.run_id} "
+                  f"({best.data.tags.get('hydra_overrides', '')})")
+        failed = [r for r in runs if r.info.status != "FINISHED"]
+        client.set_terminated(parent, "FAILED" if failed or best is None else "FINISHED")

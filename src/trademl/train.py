@@ -1,0 +1,331 @@
+"""Training: a pure :func:`train` on a composed config, and the thin Hydra entrypoint.
+
+``trademl train model=logistic_regression data=csv data.path=...`` and
+``python -m trademl.train ...`` both run :func:`main`. One training is one
+MLflow run holding the resolved config, the dataset, the test metrics, the
+figures and the model, registered as a new version.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import hydra
+import mlflow
+import numpy as np
+import sklearn
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.errors import InstantiationException
+from hydra.types import RunMode
+from mlflow.models import infer_signature
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+from tqdm.auto import tqdm
+
+from trademl import __version__
+from trademl.errors import ConfigError, TradeMLError
+from trademl.evaluation import evaluate
+from trademl.labels import LABEL_TO_INT
+from trademl.models import ModelSpec, check_trusted_types
+from trademl.prepare import PreparedData, prepare_data_for_ml
+from trademl.registry import promote_model
+from trademl.sweep import PARENT_RUN_FILE
+from trademl.tracking import (
+    flatten,
+    git_commit,
+    log_dataset,
+    log_evaluation,
+    log_params,
+    setup_tracking,
+)
+
+__all__ = ["CONFIG_DIR", "TrainResult", "compose_config", "main", "train", "train_pipeline"]
+
+log = logging.getLogger(__name__)
+
+CONFIG_DIR = Path(__file__).resolve().parents[2] / "conf"
+
+
+@dataclass
+class TrainResult:
+    """What one training produced."""
+
+    run_id: str
+    experiment_id: str
+    metrics: dict[str, float]
+    model_uri: str
+    registered_name: str | None
+    registered_version: str | None
+    feature_names: list[str]
+    report: dict[str, Any] = field(default_factory=dict)
+    promoted_to: str | None = None
+
+    def summary(self) -> str:
+        m = self.metrics
+        lines = [
+            f"run {self.run_id}  model {self.model_uri}",
+            f"test accuracy {m['test_accuracy']:.4f}  balanced accuracy "
+            f"{m['test_balanced_accuracy']:.4f}  macro F1 {m['test_f1_macro']:.4f}  "
+            f"log loss {m['test_log_loss']:.4f}  IC {m['test_ic']:+.4f}",
+        ]
+        if self.registered_version:
+            where = f" -> {self.promoted_to}" if self.promoted_to else ""
+            lines.append(f"registered {self.registered_name} version {self.registered_version}"
+                         f"{where}")
+        return "\n".join(lines)
+
+
+def _instantiate(node: DictConfig, what: str) -> Any:
+    """``hydra.utils.instantiate`` with our errors unwrapped and Hydra's made clear."""
+    try:
+        return hydra.utils.instantiate(node, _convert_="all")
+    except InstantiationException as exc:
+        cause = exc.__cause__
+        while cause is not None and not isinstance(cause, TradeMLError):
+            cause = cause.__cause__
+        if cause is not None:
+            raise cause from None
+        raise ConfigError(f"{what}: {' '.join(str(exc).split())}") from exc
+    except OmegaConfBaseException as exc:
+        raise ConfigError(f"{what}: {' '.join(str(exc).split())}") from exc
+
+
+def _seed(cfg: DictConfig) -> int:
+    seed = cfg.get("seed")
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ConfigError(f"seed={seed!r} must be an integer >= 0")
+    return seed
+
+
+def _parent_run_id() -> str | None:
+    if not HydraConfig.initialized():
+        return None
+    hc = HydraConfig.get()
+    if hc.mode != RunMode.MULTIRUN:
+        return None
+    marker = Path(hc.sweep.dir) / PARENT_RUN_FILE
+    return marker.read_text().strip() if marker.exists() else None
+
+
+def _model_metadata(data: PreparedData, spec: ModelSpec, freq: str | None) -> dict[str, Any]:
+    """What a strategy needs to rebuild the features from the registry URI alone."""
+    return {
+        "trademl": {
+            "version": __version__,
+            "model_type": spec.name,
+            "features": data.features.to_dict(),
+            "feature_names": list(data.feature_names),
+            "warmup_rows": data.features.warmup,
+            "labels": asdict(data.labels),
+            "label_mapping": dict(LABEL_TO_INT),
+            "bar_interval": freq,
+        }
+    }
+
+
+def train(cfg: DictConfig) -> TrainResult:
+    """Train, evaluate, log and register one model as configured.
+
+    Parameters
+    ----------
+    cfg
+        A composed ``train`` config (see ``conf/train.yaml``).
+
+    Returns
+    -------
+    TrainResult
+        Run id, test metrics, model URI and registered version.
+    """
+    seed = _seed(cfg)
+    np.random.seed(seed)
+    steps = tqdm(total=6, desc="train", disable=not cfg.get("progress", True), unit="step",
+                 file=sys.stderr)
+    try:
+        steps.set_postfix_str("data")
+        settings, experiment_id = setup_tracking(_instantiate(cfg.mlflow, "mlflow"))
+        raw = _instantiate(cfg.data, "data")
+        steps.update()
+        steps.set_postfix_str("features and labels")
+        data = prepare_data_for_ml(
+            raw,
+            cleaning=_instantiate(cfg.cleaning, "cleaning"),
+            features=_instantiate(cfg.features, "features"),
+            labels=_instantiate(cfg.labels, "labels"),
+            split=_instantiate(cfg.split, "split"),
+        )
+        steps.update()
+        steps.set_postfix_str("fit")
+        spec: ModelSpec = _instantiate(cfg.model, "model")
+        model = spec.build(seed)
+        model.fit(data.X_train, data.y_train.to_numpy(), **spec.fit_params(data.y_train))
+        check_trusted_types(model, spec.trusted_types)
+        steps.update()
+        steps.set_postfix_str("evaluate")
+        ev_cfg = cfg.get("evaluation") or {}
+        evaluation = evaluate(
+            model, data.X_test, data.y_test, data.fwd_test, data.y_train,
+            permutation_repeats=int(ev_cfg.get("permutation_repeats", 3)),
+            permutation_max_rows=int(ev_cfg.get("permutation_max_rows", 2000)),
+            seed=seed,
+        )
+        train_pred = model.predict(data.X_train)
+        evaluation.metrics["train_accuracy"] = float(np.mean(train_pred == data.y_train))
+        steps.update()
+        steps.set_postfix_str("log to MLflow")
+        result = _log_run(cfg, settings, experiment_id, data, spec, model, evaluation,
+                          top=int(ev_cfg.get("top_features_plot", 20)))
+        steps.update()
+        if cfg.get("promote") and result.registered_version:
+            steps.set_postfix_str("promote")
+            promote_model(result.registered_name, result.registered_version,
+                          stage=str(cfg.promote), tracking_uri=settings.tracking_uri)
+            result.promoted_to = str(cfg.promote)
+        steps.update()
+    finally:
+        steps.close()
+    return result
+
+
+def _log_run(cfg, settings, experiment_id, data, spec, model, evaluation, *, top) -> TrainResult:
+    container = OmegaConf.to_container(cfg, resolve=True)
+    params = {k: v for k, v in flatten(container).items() if not k.endswith("_target_")}
+    parent = _parent_run_id()
+    job = ""
+    if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
+        job = f"-job{HydraConfig.get().job.num}"
+    run_name = settings.run_name or (
+        f"{spec.name}-{data.labels.method}-h{data.labels.horizon}{job}")
+    env_run = os.environ.get("MLFLOW_RUN_ID")  # set by `mlflow run`
+    start = ({"run_id": env_run} if env_run else
+             {"experiment_id": experiment_id, "run_name": run_name, "parent_run_id": parent})
+    name = settings.registered_model_name if cfg.get("register", True) else None
+    with mlflow.start_run(**start) as run:
+        mlflow.set_tags({
+            "model_type": spec.name,
+            "estimator": spec.estimator,
+            "feature_count": str(len(data.feature_names)),
+            "label_method": data.labels.method,
+            "trademl_version": __version__,
+            "git_commit": git_commit() or "unknown",
+        })
+        if spec.ignored_params:
+            mlflow.set_tag("ignored_params", ", ".join(sorted(spec.ignored_params)))
+        if HydraConfig.initialized():
+            mlflow.set_tag("hydra_overrides", " ".join(HydraConfig.get().overrides.task))
+        log_params(params)
+        mlflow.log_text(OmegaConf.to_yaml(container), "config.yaml")
+        mlflow.log_dict(data.report, "data_report.json")
+        log_dataset(data.candles)
+        log_evaluation(evaluation, title=spec.name, top=top)
+        sample = data.X_train.head(5)
+        info = mlflow.sklearn.log_model(
+            model,
+            name="model",
+            signature=infer_signature(sample, model.predict(sample)),
+            input_example=sample,
+            registered_model_name=name,
+            metadata=_model_metadata(data, spec, data.report["cleaning"].get("freq")),
+            skops_trusted_types=spec.trusted_types,
+            pip_requirements=[
+                f"scikit-learn=={sklearn.__version__}",
+                f"mlflow=={mlflow.__version__}",
+                "skops",
+            ],
+        )
+        version = str(info.registered_model_version) if info.registered_model_version else None
+        if version:
+            settings.client().update_model_version(
+                name, version,
+                description=f"{spec.name} on {data.report['source']}: test balanced accuracy "
+                            f"{evaluation.metrics['test_balanced_accuracy']:.4f} (run {run.info.run_id})",
+            )
+    return TrainResult(
+        run_id=run.info.run_id,
+        experiment_id=run.info.experiment_id,
+        metrics=dict(evaluation.metrics),
+        model_uri=f"models:/{name}/{version}" if version else f"runs:/{run.info.run_id}/model",
+        registered_name=name if version else None,
+        registered_version=version,
+        feature_names=list(data.feature_names),
+        report=data.report,
+    )
+
+
+def compose_config(overrides: Sequence[str] = (), config_name: str = "train") -> DictConfig:
+    """Compose a config from ``conf/`` with Hydra overrides, outside a Hydra app."""
+    from hydra import compose, initialize_config_dir
+
+    try:
+        if GlobalHydra.instance().is_initialized():
+            return compose(config_name=config_name, overrides=list(overrides))
+        with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+            return compose(config_name=config_name, overrides=list(overrides))
+    except Exception as exc:  # Hydra raises several types for bad overrides
+        if isinstance(exc, TradeMLError):
+            raise
+        raise ConfigError(" ".join(str(exc).split())) from exc
+
+
+def train_pipeline(
+    data_filepath: str | Path | None = None,
+    model_name: str | None = None,
+    model_type: str = "random_forest",
+    prediction_horizon: int = 1,
+    hyperparams: dict[str, Any] | None = None,
+    *,
+    overrides: Sequence[str] = (),
+) -> dict[str, Any]:
+    """The spec's ``train_pipeline(...)``: a thin wrapper over :func:`train`.
+
+    Returns ``{"metrics", "run_id", "model_uri", "model_name", "version", "feature_names"}``.
+    Without ``data_filepath`` the synthetic data config is used.
+    """
+    args = [f"model={model_type}", f"labels.horizon={int(prediction_horizon)}"]
+    if data_filepath is not None:
+        args += ["data=csv", f"data.path={Path(data_filepath)}"]
+    if model_name:
+        args.append(f"mlflow.registered_model_name={model_name}")
+    args += [f"model.{k}={_override_value(v)}" for k, v in (hyperparams or {}).items()]
+    args += list(overrides)
+    result = train(compose_config(args))
+    return {
+        "metrics": result.metrics,
+        "run_id": result.run_id,
+        "model_uri": result.model_uri,
+        "model_name": result.registered_name,
+        "version": result.registered_version,
+        "feature_names": result.feature_names,
+    }
+
+
+def _override_value(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, list | tuple):
+        return "[" + ",".join(_override_value(v) for v in value) + "]"
+    return str(value)
+
+
+@hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="train")
+def main(cfg: DictConfig) -> float:
+    """Hydra entrypoint; returns the optimised metric (for sweepers)."""
+    try:
+        result = train(cfg)
+    except TradeMLError as exc:
+        print(f"trademl: error: {' '.join(str(exc).split())}", file=sys.stderr)
+        sys.exit(2)
+    print(result.summary())
+    return float(result.metrics[str(cfg.optimized_metric)])
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
