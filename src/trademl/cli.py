@@ -2,6 +2,8 @@
 
 Subcommands::
 
+    trademl train [hydra overrides...] [-m]       # see conf/train.yaml
+    trademl models list | info REF | promote NAME VERSION | delete NAME [VERSION] --yes
     trademl data synth --rows 5000 --seed 1 --out candles.csv
     trademl data check candles.csv [--out clean.parquet]
     trademl features candles.csv --out features.parquet
@@ -22,7 +24,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from trademl.errors import DataError, TradeMLError
+from trademl.errors import DataError, ModelError, TradeMLError
 
 __all__ = ["main"]
 
@@ -122,6 +124,69 @@ def _parse_overrides(items: Sequence[str] | None) -> list[tuple[str, object]]:
     return out
 
 
+def _cmd_train(args: Sequence[str]) -> int:
+    """Hand the arguments to the Hydra entrypoint (``python -m trademl.train``)."""
+    from trademl import train as train_module
+
+    if not any(a.startswith("-") for a in args):  # single run: check composition first
+        train_module.compose_config(args)
+    saved = sys.argv
+    sys.argv = ["trademl train", *args]
+    try:
+        train_module.main()
+    finally:
+        sys.argv = saved
+    return 0
+
+
+def default_tracking_uri() -> str:
+    """The tracking URI of the default ``mlflow`` config (conf/mlflow/local.yaml)."""
+    from omegaconf import OmegaConf
+
+    from trademl.train import CONFIG_DIR
+
+    node = OmegaConf.load(CONFIG_DIR / "mlflow" / "local.yaml")
+    return str(node.tracking_uri)
+
+
+def _cmd_models(args: argparse.Namespace) -> int:
+    from trademl import registry
+
+    uri = args.tracking_uri or default_tracking_uri()
+    if args.models_command == "list":
+        rows = registry.list_models(args.name, tracking_uri=uri)
+        if not rows:
+            print(f"no registered models in {uri}")
+            return 0
+        table = pd.DataFrame(rows).drop(columns=["created"])
+        table["aliases"] = table["aliases"].map(lambda a: ",".join(a) or "-")
+        table["run_id"] = table["run_id"].str[:12]
+        with pd.option_context("display.width", 200, "display.max_columns", 20):
+            print(table.to_string(index=False))
+    elif args.models_command == "info":
+        info = registry.get_model_info(args.reference, tracking_uri=uri)
+        print(json.dumps(info, indent=2, default=str))
+    elif args.models_command == "promote":
+        mv = registry.promote_model(
+            args.name, args.version, stage=args.stage, alias=args.alias, tracking_uri=uri
+        )
+        print(
+            f"{args.name} version {mv.version} is now in stage {mv.current_stage} with "
+            f"aliases {', '.join(mv.aliases) or '-'}: models:/{args.name}/{mv.current_stage} "
+            f"and models:/{args.name}@{args.alias} resolve to it"
+        )
+    elif args.models_command == "delete":
+        what = (
+            f"version {args.version} of {args.name!r}"
+            if args.version
+            else (f"registered model {args.name!r} with all its versions")
+        )
+        if not args.yes:
+            raise ModelError(f"refusing to delete {what} without --yes")
+        print(registry.delete_model(args.name, args.version, tracking_uri=uri))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="trademl", description=__doc__.split("\n\n")[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
@@ -153,6 +218,29 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--out", help="write the cleaned candles (.csv or .parquet)")
     check.set_defaults(func=_cmd_check)
 
+    sub.add_parser(
+        "train", help="train, log and register a model (Hydra overrides follow)", add_help=False
+    )
+
+    models = sub.add_parser("models", help="the MLflow model registry")
+    models.add_argument("--tracking-uri", help="default: mlflow.tracking_uri of the config")
+    msub = models.add_subparsers(dest="models_command", required=True)
+    mlist = msub.add_parser("list", help="versions with stage, aliases and key test metrics")
+    mlist.add_argument("name", nargs="?")
+    minfo = msub.add_parser("info", help="one model (NAME) or version (models:/NAME/...)")
+    minfo.add_argument("reference")
+    mprom = msub.add_parser("promote", help="set the Production stage and champion alias")
+    mprom.add_argument("name")
+    mprom.add_argument("version")
+    mprom.add_argument("--stage", default="Production")
+    mprom.add_argument("--alias", default="champion")
+    mdel = msub.add_parser("delete", help="delete a version, or a whole model")
+    mdel.add_argument("name")
+    mdel.add_argument("version", nargs="?")
+    mdel.add_argument("--yes", action="store_true", help="confirm the deletion")
+    for p in (models, mlist, minfo, mprom, mdel):
+        p.set_defaults(func=_cmd_models)
+
     feats = sub.add_parser("features", help="build the feature matrix, or list the catalogue")
     feats.add_argument("path", nargs="?")
     feats.add_argument("--list", action="store_true", help="print the feature catalogue")
@@ -165,6 +253,13 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``trademl`` console script; returns the exit status."""
     args_list = list(sys.argv[1:] if argv is None else argv)
+    if args_list[:1] == ["train"]:
+        logging.basicConfig(level=logging.WARNING)
+        try:
+            return _cmd_train(args_list[1:])
+        except TradeMLError as exc:
+            print(f"trademl: error: {' '.join(str(exc).split())}", file=sys.stderr)
+            return EXIT_USER_ERROR
     parser = build_parser()
     args = parser.parse_args(args_list)
     logging.basicConfig(

@@ -139,6 +139,9 @@ def feature_importance(
     """Model importance (impurity for trees, |coefficients| for linear models) and
     permutation importance on the test set (drop in balanced accuracy), sorted by
     the model importance when there is one, else by the permutation importance.
+
+    A model with no importance of its own (gradient boosting) always gets the
+    permutation importance, with at least one repeat even when ``repeats=0``.
     """
     clf = model[-1]
     names = list(X.columns)
@@ -148,6 +151,7 @@ def feature_importance(
         own, kind = np.abs(np.asarray(clf.coef_, dtype=float)).mean(axis=0), "abs_coefficient"
     else:
         own, kind = None, "permutation"
+        repeats = max(repeats, 1)
     table = pd.DataFrame({"feature": names})
     table["importance"] = own if own is not None else np.nan
     if repeats > 0:

@@ -26,8 +26,15 @@ def plot_confusion_matrix(
     for i in range(matrix.shape[0]):
         for j in range(matrix.shape[1]):
             colour = "white" if share[i, j] > 0.6 else "black"
-            ax.text(j, i, f"{matrix[i, j]}\n{share[i, j]:.0%}", ha="center", va="center",
-                    color=colour, fontsize=9)
+            ax.text(
+                j,
+                i,
+                f"{matrix[i, j]}\n{share[i, j]:.0%}",
+                ha="center",
+                va="center",
+                color=colour,
+                fontsize=9,
+            )
     ax.set_xticks(range(len(labels)), labels)
     ax.set_yticks(range(len(labels)), labels)
     ax.set_xlabel("predicted")
@@ -48,15 +55,25 @@ def plot_feature_importance(
     column = "importance" if table["importance"].notna().any() else "permutation_mean"
     data = table.nlargest(top, column).iloc[::-1]
     has_perm = "permutation_mean" in data and column == "importance"
-    fig, axes = plt.subplots(1, 2 if has_perm else 1, figsize=(10 if has_perm else 6, 0.32 *
-                             len(data) + 1.2), dpi=110, sharey=True, squeeze=False)
+    fig, axes = plt.subplots(
+        1,
+        2 if has_perm else 1,
+        figsize=(10 if has_perm else 6, 0.32 * len(data) + 1.2),
+        dpi=110,
+        sharey=True,
+        squeeze=False,
+    )
     axes = axes[0]
     axes[0].barh(data["feature"], data[column], color="#3b6ea8")
-    axes[0].set_xlabel(kind.replace("_", " ") if column == "importance" else
-                       "permutation importance (drop in balanced accuracy)")
+    axes[0].set_xlabel(
+        kind.replace("_", " ")
+        if column == "importance"
+        else "permutation importance (drop in balanced accuracy)"
+    )
     if has_perm:
-        axes[1].barh(data["feature"], data["permutation_mean"], xerr=data["permutation_std"],
-                     color="#c7703a")
+        axes[1].barh(
+            data["feature"], data["permutation_mean"], xerr=data["permutation_std"], color="#c7703a"
+        )
         axes[1].axvline(0, color="grey", lw=0.8)
         axes[1].set_xlabel("permutation (drop in balanced accuracy)")
     fig.suptitle(title or f"Top {len(data)} features")

@@ -43,8 +43,13 @@ __all__ = [
 ]
 
 STAGES = ("None", "Staging", "Production", "Archived")
-KEY_METRICS = ("test_balanced_accuracy", "test_accuracy", "test_f1_macro", "test_log_loss",
-               "test_ic")
+KEY_METRICS = (
+    "test_balanced_accuracy",
+    "test_accuracy",
+    "test_f1_macro",
+    "test_log_loss",
+    "test_ic",
+)
 _NAME = r"[^/@]+"
 
 
@@ -97,8 +102,10 @@ def parse_model_uri(reference: str, *, default_stage: str = "Production") -> Mod
         return ModelRef(uri=ref, run_id=parts[0])
     if not ref.startswith("models:/"):
         if "/" in ref or ":" in ref:
-            raise ModelError(f"{ref!r} is not a model reference; use models:/NAME/STAGE, "
-                             "models:/NAME@ALIAS, models:/NAME/VERSION or runs:/RUN_ID/model")
+            raise ModelError(
+                f"{ref!r} is not a model reference; use models:/NAME/STAGE, "
+                "models:/NAME@ALIAS, models:/NAME/VERSION or runs:/RUN_ID/model"
+            )
         return parse_model_uri(f"models:/{ref}/{default_stage}")
     body = ref.removeprefix("models:/")
     if m := re.fullmatch(rf"({_NAME})@([\w\-]+)", body):
@@ -122,8 +129,17 @@ def _settings(tracking_uri: str | None) -> MlflowSettings:
 
 
 def _versions(client, name: str) -> list[ModelVersion]:
+    """All versions of ``name``, oldest first, with their aliases filled in.
+
+    (``search_model_versions`` leaves ``aliases`` empty; the registered model has them.)
+    """
     with _quiet_stages():
         found = client.search_model_versions(f"name='{name}'")
+    aliases: dict[str, list[str]] = {}
+    for alias, version in (client.get_registered_model(name).aliases or {}).items():
+        aliases.setdefault(str(version), []).append(alias)
+    for v in found:
+        v.aliases = sorted(aliases.get(str(v.version), []))
     return sorted(found, key=lambda v: int(v.version))
 
 
@@ -164,10 +180,11 @@ def resolve_version(reference: str, *, tracking_uri: str | None = None) -> Model
     _require_model(client, ref.name)
     versions = _versions(client, ref.name)
     if ref.version is not None:
-        match = [v for v in versions if v.version == ref.version]
+        match = [v for v in versions if str(v.version) == ref.version]
         if not match:
-            raise ModelError(f"{ref.name!r} has no version {ref.version}; versions: "
-                             f"{_describe(versions)}")
+            raise ModelError(
+                f"{ref.name!r} has no version {ref.version}; versions: {_describe(versions)}"
+            )
         return match[0]
     if ref.alias is not None:
         try:
@@ -259,8 +276,9 @@ def _version_row(client, v: ModelVersion) -> dict[str, Any]:
     }
 
 
-def list_models(name: str | None = None, *, tracking_uri: str | None = None
-                ) -> list[dict[str, Any]]:
+def list_models(
+    name: str | None = None, *, tracking_uri: str | None = None
+) -> list[dict[str, Any]]:
     """One row per model version: name, version, stage, aliases, run id, key test metrics."""
     client = _settings(tracking_uri).client()
     if name is not None:
@@ -299,8 +317,9 @@ def get_model_info(reference: str, *, tracking_uri: str | None = None) -> dict[s
     return row
 
 
-def delete_model(name: str, version: int | str | None = None, *,
-                 tracking_uri: str | None = None) -> str:
+def delete_model(
+    name: str, version: int | str | None = None, *, tracking_uri: str | None = None
+) -> str:
     """Delete one version, or the registered model with all its versions. Returns what went."""
     client = _settings(tracking_uri).client()
     _require_model(client, name)

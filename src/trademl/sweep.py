@@ -62,8 +62,11 @@ class MlflowSweepCallback(Callback):
         run = client.create_run(
             experiment_id,
             run_name=f"sweep-{Path(config.hydra.sweep.dir).name}",
-            tags={"sweep": "parent", "hydra_overrides": overrides,
-                  "sweep_dir": str(config.hydra.sweep.dir)},
+            tags={
+                "sweep": "parent",
+                "hydra_overrides": overrides,
+                "sweep_dir": str(config.hydra.sweep.dir),
+            },
         )
         sweep_dir = Path(config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
@@ -89,8 +92,10 @@ class MlflowSweepCallback(Callback):
             client.set_tag(parent, "best_run_id", best.info.run_id)
             client.set_tag(parent, "best_overrides", best.data.tags.get("hydra_overrides", ""))
             client.set_tag(parent, "optimized_metric", f"{metric} ({direction})")
-            print(f"sweep: {len(runs)} runs under parent {parent}; best {metric} = "
-                  f"{best.data.metrics[metric]:.4f} in run {best.info.run_id} "
-                  f"({best.data.tags.get('hydra_overrides', '')})")
+            print(
+                f"sweep: {len(runs)} runs under parent {parent}; best {metric} = "
+                f"{best.data.metrics[metric]:.4f} in run {best.info.run_id} "
+                f"({best.data.tags.get('hydra_overrides', '')})"
+            )
         failed = [r for r in runs if r.info.status != "FINISHED"]
         client.set_terminated(parent, "FAILED" if failed or best is None else "FINISHED")

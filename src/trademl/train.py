@@ -50,7 +50,7 @@ __all__ = ["CONFIG_DIR", "TrainResult", "compose_config", "main", "train", "trai
 
 log = logging.getLogger(__name__)
 
-CONFIG_DIR = Path(__file__).resolve().parents[2] / "conf"
+CONFIG_DIR = Path(__file__).resolve().parent / "conf"
 
 
 @dataclass
@@ -77,8 +77,9 @@ class TrainResult:
         ]
         if self.registered_version:
             where = f" -> {self.promoted_to}" if self.promoted_to else ""
-            lines.append(f"registered {self.registered_name} version {self.registered_version}"
-                         f"{where}")
+            lines.append(
+                f"registered {self.registered_name} version {self.registered_version}{where}"
+            )
         return "\n".join(lines)
 
 
@@ -145,8 +146,9 @@ def train(cfg: DictConfig) -> TrainResult:
     """
     seed = _seed(cfg)
     np.random.seed(seed)
-    steps = tqdm(total=6, desc="train", disable=not cfg.get("progress", True), unit="step",
-                 file=sys.stderr)
+    steps = tqdm(
+        total=6, desc="train", disable=not cfg.get("progress", True), unit="step", file=sys.stderr
+    )
     try:
         steps.set_postfix_str("data")
         settings, experiment_id = setup_tracking(_instantiate(cfg.mlflow, "mlflow"))
@@ -170,7 +172,11 @@ def train(cfg: DictConfig) -> TrainResult:
         steps.set_postfix_str("evaluate")
         ev_cfg = cfg.get("evaluation") or {}
         evaluation = evaluate(
-            model, data.X_test, data.y_test, data.fwd_test, data.y_train,
+            model,
+            data.X_test,
+            data.y_test,
+            data.fwd_test,
+            data.y_train,
             permutation_repeats=int(ev_cfg.get("permutation_repeats", 3)),
             permutation_max_rows=int(ev_cfg.get("permutation_max_rows", 2000)),
             seed=seed,
@@ -179,13 +185,25 @@ def train(cfg: DictConfig) -> TrainResult:
         evaluation.metrics["train_accuracy"] = float(np.mean(train_pred == data.y_train))
         steps.update()
         steps.set_postfix_str("log to MLflow")
-        result = _log_run(cfg, settings, experiment_id, data, spec, model, evaluation,
-                          top=int(ev_cfg.get("top_features_plot", 20)))
+        result = _log_run(
+            cfg,
+            settings,
+            experiment_id,
+            data,
+            spec,
+            model,
+            evaluation,
+            top=int(ev_cfg.get("top_features_plot", 20)),
+        )
         steps.update()
         if cfg.get("promote") and result.registered_version:
             steps.set_postfix_str("promote")
-            promote_model(result.registered_name, result.registered_version,
-                          stage=str(cfg.promote), tracking_uri=settings.tracking_uri)
+            promote_model(
+                result.registered_name,
+                result.registered_version,
+                stage=str(cfg.promote),
+                tracking_uri=settings.tracking_uri,
+            )
             result.promoted_to = str(cfg.promote)
         steps.update()
     finally:
@@ -201,20 +219,26 @@ def _log_run(cfg, settings, experiment_id, data, spec, model, evaluation, *, top
     if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
         job = f"-job{HydraConfig.get().job.num}"
     run_name = settings.run_name or (
-        f"{spec.name}-{data.labels.method}-h{data.labels.horizon}{job}")
+        f"{spec.name}-{data.labels.method}-h{data.labels.horizon}{job}"
+    )
     env_run = os.environ.get("MLFLOW_RUN_ID")  # set by `mlflow run`
-    start = ({"run_id": env_run} if env_run else
-             {"experiment_id": experiment_id, "run_name": run_name, "parent_run_id": parent})
+    start = (
+        {"run_id": env_run}
+        if env_run
+        else {"experiment_id": experiment_id, "run_name": run_name, "parent_run_id": parent}
+    )
     name = settings.registered_model_name if cfg.get("register", True) else None
     with mlflow.start_run(**start) as run:
-        mlflow.set_tags({
-            "model_type": spec.name,
-            "estimator": spec.estimator,
-            "feature_count": str(len(data.feature_names)),
-            "label_method": data.labels.method,
-            "trademl_version": __version__,
-            "git_commit": git_commit() or "unknown",
-        })
+        mlflow.set_tags(
+            {
+                "model_type": spec.name,
+                "estimator": spec.estimator,
+                "feature_count": str(len(data.feature_names)),
+                "label_method": data.labels.method,
+                "trademl_version": __version__,
+                "git_commit": git_commit() or "unknown",
+            }
+        )
         if spec.ignored_params:
             mlflow.set_tag("ignored_params", ", ".join(sorted(spec.ignored_params)))
         if HydraConfig.initialized():
@@ -242,9 +266,10 @@ def _log_run(cfg, settings, experiment_id, data, spec, model, evaluation, *, top
         version = str(info.registered_model_version) if info.registered_model_version else None
         if version:
             settings.client().update_model_version(
-                name, version,
+                name,
+                version,
                 description=f"{spec.name} on {data.report['source']}: test balanced accuracy "
-                            f"{evaluation.metrics['test_balanced_accuracy']:.4f} (run {run.info.run_id})",
+                f"{evaluation.metrics['test_balanced_accuracy']:.4f} (run {run.info.run_id})",
             )
     return TrainResult(
         run_id=run.info.run_id,
@@ -270,7 +295,8 @@ def compose_config(overrides: Sequence[str] = (), config_name: str = "train") ->
     except Exception as exc:  # Hydra raises several types for bad overrides
         if isinstance(exc, TradeMLError):
             raise
-        raise ConfigError(" ".join(str(exc).split())) from exc
+        text = " ".join(str(exc).split()).split(" Config search path:")[0]
+        raise ConfigError(text) from exc
 
 
 def train_pipeline(
