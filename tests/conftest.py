@@ -52,3 +52,34 @@ def ohlcv_frames(draw, min_rows: int = 52, max_rows: int = 140) -> pd.DataFrame:
     return pd.DataFrame(
         {"open": open_, "high": high, "low": low, "close": close, "volume": volume}, index=index
     )
+
+
+@pytest.fixture
+def store(tmp_path):
+    """A private MLflow store (sqlite + artifact directory) under tmp_path."""
+    return {"uri": f"sqlite:///{tmp_path}/mlflow.db", "artifacts": str(tmp_path / "mlruns")}
+
+
+def fast_overrides(store, *extra: str) -> list[str]:
+    """Overrides for small, fast, private trainings."""
+    return [
+        f"mlflow.tracking_uri={store['uri']}",
+        f"mlflow.artifact_root={store['artifacts']}",
+        "data.n=1200",
+        "model.n_estimators=25",
+        "evaluation.permutation_repeats=1",
+        "progress=false",
+        *extra,
+    ]
+
+
+@pytest.fixture
+def compose():
+    """Compose conf/train.yaml with overrides; Hydra's global state is cleared afterwards."""
+    from hydra.core.global_hydra import GlobalHydra
+
+    from trademl.train import compose_config
+
+    GlobalHydra.instance().clear()
+    yield compose_config
+    GlobalHydra.instance().clear()

@@ -226,7 +226,7 @@ def load_model(reference: str, *, tracking_uri: str | None = None) -> LoadedMode
         model=model,
         uri=uri,
         name=version.name if version else None,
-        version=version.version if version else None,
+        version=str(version.version) if version else None,
         run_id=version.run_id if version else ref.run_id,
         metadata=dict(info.metadata or {}),
     )

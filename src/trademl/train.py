@@ -66,6 +66,7 @@ class TrainResult:
     feature_names: list[str]
     report: dict[str, Any] = field(default_factory=dict)
     promoted_to: str | None = None
+    model: Any = field(default=None, repr=False)  # the fitted pipeline (not re-loaded)
 
     def summary(self) -> str:
         m = self.metrics
@@ -145,7 +146,6 @@ def train(cfg: DictConfig) -> TrainResult:
         Run id, test metrics, model URI and registered version.
     """
     seed = _seed(cfg)
-    np.random.seed(seed)
     steps = tqdm(
         total=6, desc="train", disable=not cfg.get("progress", True), unit="step", file=sys.stderr
     )
@@ -195,6 +195,7 @@ def train(cfg: DictConfig) -> TrainResult:
             evaluation,
             top=int(ev_cfg.get("top_features_plot", 20)),
         )
+        result.model = model
         steps.update()
         if cfg.get("promote") and result.registered_version:
             steps.set_postfix_str("promote")
@@ -243,7 +244,12 @@ def _log_run(cfg, settings, experiment_id, data, spec, model, evaluation, *, top
             mlflow.set_tag("ignored_params", ", ".join(sorted(spec.ignored_params)))
         if HydraConfig.initialized():
             mlflow.set_tag("hydra_overrides", " ".join(HydraConfig.get().overrides.task))
-        log_params(params)
+        existing = run.data.params  # `mlflow run` logs its own -P parameters first
+        log_params({
+            (f"config.{k}" if k in existing and existing[k] != v else k): v
+            for k, v in params.items()
+            if existing.get(k) != v
+        })
         mlflow.log_text(OmegaConf.to_yaml(container), "config.yaml")
         mlflow.log_dict(data.report, "data_report.json")
         log_dataset(data.candles)
