@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -52,6 +54,26 @@ def ohlcv_frames(draw, min_rows: int = 52, max_rows: int = 140) -> pd.DataFrame:
     return pd.DataFrame(
         {"open": open_, "high": high, "low": low, "close": close, "volume": volume}, index=index
     )
+
+
+@pytest.fixture(autouse=True)
+def _restore_mlflow_environment():
+    """mlflow.set_tracking_uri() exports MLFLOW_TRACKING_URI/MLFLOW_REGISTRY_URI; undo it."""
+    keys = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "MLFLOW_RUN_ID")
+    saved = {k: os.environ.get(k) for k in keys}
+    yield
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
+def client_for(store):
+    """An MLflow client on the test store for both tracking and registry."""
+    import mlflow
+
+    return mlflow.MlflowClient(tracking_uri=store["uri"], registry_uri=store["uri"])
 
 
 @pytest.fixture

@@ -245,11 +245,13 @@ def _log_run(cfg, settings, experiment_id, data, spec, model, evaluation, *, top
         if HydraConfig.initialized():
             mlflow.set_tag("hydra_overrides", " ".join(HydraConfig.get().overrides.task))
         existing = run.data.params  # `mlflow run` logs its own -P parameters first
-        log_params({
-            (f"config.{k}" if k in existing and existing[k] != v else k): v
-            for k, v in params.items()
-            if existing.get(k) != v
-        })
+        log_params(
+            {
+                (f"config.{k}" if k in existing and existing[k] != v else k): v
+                for k, v in params.items()
+                if existing.get(k) != v
+            }
+        )
         mlflow.log_text(OmegaConf.to_yaml(container), "config.yaml")
         mlflow.log_dict(data.report, "data_report.json")
         log_dataset(data.candles)

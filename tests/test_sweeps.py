@@ -1,0 +1,155 @@
+"""Entry points as users type them: the trademl command, Hydra multirun, Optuna, mlflow run."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from trademl.cli import main as cli
+
+from .conftest import client_for, fast_overrides
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _runs(store):
+    client = client_for(store)
+    exp = client.get_experiment_by_name("trademl")
+    return client, client.search_runs([exp.experiment_id], max_results=1000)
+
+
+def _trademl(args, cwd):
+    return subprocess.run(
+        [sys.executable, "-m", "trademl.cli", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+def test_trademl_train_single_run(store, tmp_path, capsys):
+    assert cli(["train", *fast_overrides(store), f"hydra.run.dir={tmp_path}/out"]) == 0
+    assert "registered baseline_rf version 1" in capsys.readouterr().out
+    assert cli(["train", "model=xgboost"]) == 2
+    err = capsys.readouterr().err
+    assert "Could not find 'model/xgboost'" in err and err.count("\n") == 1
+
+
+def test_multirun_gives_child_runs_under_one_parent_holding_the_best(store, tmp_path):
+    proc = _trademl(
+        [
+            "train",
+            "-m",
+            "model=random_forest,logistic_regression",
+            *fast_overrides(store),
+            f"hydra.sweep.dir={tmp_path}/sweep",
+        ],
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr
+    _, runs = _runs(store)
+    parents = [r for r in runs if r.data.tags.get("sweep") == "parent"]
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId")]
+    assert len(parents) == 1 and len(children) == 2
+    parent = parents[0]
+    assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parent.info.run_id}
+    best = max(children, key=lambda r: r.data.metrics["test_balanced_accuracy"])
+    assert parent.data.tags["best_run_id"] == best.info.run_id
+    assert (
+        parent.data.metrics["best_test_balanced_accuracy"]
+        == best.data.metrics["test_balanced_accuracy"]
+    )
+    assert parent.info.status == "FINISHED"
+    assert {c.data.tags["model_type"] for c in children} == {"random_forest", "logistic_regression"}
+
+
+@pytest.mark.slow
+def test_optuna_search_optimises_the_configured_metric(store, tmp_path):
+    proc = _trademl(
+        [
+            "train",
+            "-m",
+            "hparams_search=random_forest_optuna",
+            "hydra.sweeper.n_trials=3",
+            *fast_overrides(store),
+            f"hydra.sweep.dir={tmp_path}/optuna",
+        ],
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr
+    _, runs = _runs(store)
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId")]
+    assert len(children) == 3
+    assert len({c.data.params["model.max_depth"] for c in children}) >= 2  # really searched
+    best = max(c.data.metrics["test_balanced_accuracy"] for c in children)
+    assert f"Best value: {best}" in proc.stdout + proc.stderr
+    # the search preset does not register trial models
+    assert client_for(store).search_model_versions("name='baseline_rf'") == []
+
+
+@pytest.mark.slow
+def test_parallel_jobs_on_sqlite_lose_no_runs_or_versions(store, tmp_path):
+    proc = _trademl(
+        [
+            "train",
+            "-m",
+            "hydra/launcher=joblib",
+            "hydra.launcher.n_jobs=2",
+            "seed=1,2,3,4",
+            *fast_overrides(store),
+            f"hydra.sweep.dir={tmp_path}/par",
+        ],
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr
+    client, runs = _runs(store)
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId")]
+    assert len(children) == 4 and all(r.info.status == "FINISHED" for r in children)
+    versions = client.search_model_versions("name='baseline_rf'")
+    assert sorted(int(v.version) for v in versions) == [1, 2, 3, 4]
+    assert {v.run_id for v in versions} == {r.info.run_id for r in children}
+
+
+@pytest.mark.slow
+def test_mlflow_run_of_the_project(store, tmp_path):
+    # `python` in the MLproject command must be this interpreter, as in an activated venv
+    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
+    env = dict(os.environ, MLFLOW_TRACKING_URI=store["uri"], PATH=path)
+    env.pop("MLFLOW_REGISTRY_URI", None)
+    overrides = " ".join(o for o in fast_overrides(store) if "tracking_uri" not in o)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "run",
+            str(ROOT),
+            "--env-manager",
+            "local",
+            "--experiment-name",
+            "trademl",
+            "-P",
+            "model=random_forest",
+            "-P",
+            f"overrides={overrides} hydra.run.dir={tmp_path}/out",
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    client, runs = _runs(store)
+    assert len(runs) == 1
+    run = runs[0]
+    assert run.data.tags["mlflow.source.type"] == "PROJECT"
+    assert run.data.params["model"] == "random_forest"  # the -P parameter
+    assert run.data.params["model.max_depth"] == "10"  # the composed config
+    assert "test_balanced_accuracy" in run.data.metrics
+    assert client.get_model_version("baseline_rf", "1").run_id == run.info.run_id
