@@ -11,7 +11,9 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from collections.abc import Sequence
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -67,6 +69,8 @@ class TrainResult:
     report: dict[str, Any] = field(default_factory=dict)
     promoted_to: str | None = None
     model: Any = field(default=None, repr=False)  # the fitted pipeline (not re-loaded)
+    seconds: dict[str, float] = field(default_factory=dict)  # wall time per stage
+    importance: Any = field(default=None, repr=False)  # feature importance table (DataFrame)
 
     def summary(self) -> str:
         m = self.metrics
@@ -146,70 +150,88 @@ def train(cfg: DictConfig) -> TrainResult:
         Run id, test metrics, model URI and registered version.
     """
     seed = _seed(cfg)
-    steps = tqdm(
-        total=6, desc="train", disable=not cfg.get("progress", True), unit="step", file=sys.stderr
-    )
+    stage = _Stages(total=6 if cfg.get("promote") else 5, enabled=bool(cfg.get("progress", True)))
     try:
-        steps.set_postfix_str("data")
-        settings, experiment_id = setup_tracking(_instantiate(cfg.mlflow, "mlflow"))
-        raw = _instantiate(cfg.data, "data")
-        steps.update()
-        steps.set_postfix_str("features and labels")
-        data = prepare_data_for_ml(
-            raw,
-            cleaning=_instantiate(cfg.cleaning, "cleaning"),
-            features=_instantiate(cfg.features, "features"),
-            labels=_instantiate(cfg.labels, "labels"),
-            split=_instantiate(cfg.split, "split"),
-        )
-        steps.update()
-        steps.set_postfix_str("fit")
-        spec: ModelSpec = _instantiate(cfg.model, "model")
-        model = spec.build(seed)
-        model.fit(data.X_train, data.y_train.to_numpy(), **spec.fit_params(data.y_train))
-        check_trusted_types(model, spec.trusted_types)
-        steps.update()
-        steps.set_postfix_str("evaluate")
-        ev_cfg = cfg.get("evaluation") or {}
-        evaluation = evaluate(
-            model,
-            data.X_test,
-            data.y_test,
-            data.fwd_test,
-            data.y_train,
-            permutation_repeats=int(ev_cfg.get("permutation_repeats", 3)),
-            permutation_max_rows=int(ev_cfg.get("permutation_max_rows", 2000)),
-            seed=seed,
-        )
-        train_pred = model.predict(data.X_train)
-        evaluation.metrics["train_accuracy"] = float(np.mean(train_pred == data.y_train))
-        steps.update()
-        steps.set_postfix_str("log to MLflow")
-        result = _log_run(
-            cfg,
-            settings,
-            experiment_id,
-            data,
-            spec,
-            model,
-            evaluation,
-            top=int(ev_cfg.get("top_features_plot", 20)),
-        )
-        result.model = model
-        steps.update()
-        if cfg.get("promote") and result.registered_version:
-            steps.set_postfix_str("promote")
-            promote_model(
-                result.registered_name,
-                result.registered_version,
-                stage=str(cfg.promote),
-                tracking_uri=settings.tracking_uri,
+        with stage("data"):
+            settings, experiment_id = setup_tracking(_instantiate(cfg.mlflow, "mlflow"))
+            raw = _instantiate(cfg.data, "data")
+        with stage("features"):
+            data = prepare_data_for_ml(
+                raw,
+                cleaning=_instantiate(cfg.cleaning, "cleaning"),
+                features=_instantiate(cfg.features, "features"),
+                labels=_instantiate(cfg.labels, "labels"),
+                split=_instantiate(cfg.split, "split"),
             )
+        with stage("fit"):
+            spec: ModelSpec = _instantiate(cfg.model, "model")
+            model = spec.build(seed)
+            model.fit(data.X_train, data.y_train.to_numpy(), **spec.fit_params(data.y_train))
+            check_trusted_types(model, spec.trusted_types)
+        with stage("evaluate"):
+            ev_cfg = cfg.get("evaluation") or {}
+            evaluation = evaluate(
+                model,
+                data.X_test,
+                data.y_test,
+                data.fwd_test,
+                data.y_train,
+                permutation_repeats=int(ev_cfg.get("permutation_repeats", 3)),
+                permutation_max_rows=int(ev_cfg.get("permutation_max_rows", 2000)),
+                seed=seed,
+            )
+            train_pred = model.predict(data.X_train)
+            evaluation.metrics["train_accuracy"] = float(np.mean(train_pred == data.y_train))
+        with stage("mlflow"):
+            evaluation.metrics.update(
+                {f"time_{k}_s": round(v, 4) for k, v in stage.seconds.items()}
+            )
+            result = _log_run(
+                cfg,
+                settings,
+                experiment_id,
+                data,
+                spec,
+                model,
+                evaluation,
+                top=int(ev_cfg.get("top_features_plot", 20)),
+            )
+        result.model = model
+        result.importance = evaluation.importance
+        result.seconds = dict(stage.seconds)
+        if cfg.get("promote") and result.registered_version:
+            with stage("promote"):
+                promote_model(
+                    result.registered_name,
+                    result.registered_version,
+                    stage=str(cfg.promote),
+                    tracking_uri=settings.tracking_uri,
+                )
             result.promoted_to = str(cfg.promote)
-        steps.update()
     finally:
-        steps.close()
+        stage.close()
     return result
+
+
+class _Stages:
+    """A progress bar over the training stages that also times each one."""
+
+    def __init__(self, *, total: int, enabled: bool) -> None:
+        self.seconds: dict[str, float] = {}
+        self._bar = tqdm(
+            total=total, desc="train", unit="stage", disable=not enabled, file=sys.stderr
+        )
+
+    @contextmanager
+    def __call__(self, name: str) -> Iterator[None]:
+        self._bar.set_postfix_str(name)
+        start = time.perf_counter()
+        yield
+        self.seconds[name] = time.perf_counter() - start
+        self._bar.update()
+
+    def close(self) -> None:
+        self._bar.close()
 
 
 def _log_run(cfg, settings, experiment_id, data, spec, model, evaluation, *, top) -> TrainResult:
