@@ -52,7 +52,10 @@ def main() -> None:
                         "progress=false",
                     ]
                 )
-                with contextlib.redirect_stdout(io.StringIO()):  # MLflow's registry chatter
+                with (
+                    contextlib.redirect_stdout(io.StringIO()),
+                    contextlib.redirect_stderr(io.StringIO()),
+                ):
                     result = train(cfg)
                 s = result.seconds
                 total = sum(s.values())
