@@ -33,7 +33,10 @@ def _trademl(args, cwd):
 
 
 def test_trademl_train_single_run(store, tmp_path, capsys):
-    assert cli(["train", *fast_overrides(store), f"hydra.run.dir={tmp_path}/out"]) == 0
+    no_log_files = ["hydra/job_logging=disabled", "hydra/hydra_logging=disabled"]
+    assert (
+        cli(["train", *fast_overrides(store), f"hydra.run.dir={tmp_path}/out", *no_log_files]) == 0
+    )
     assert "registered baseline_rf version 1" in capsys.readouterr().out
     assert cli(["train", "model=xgboost"]) == 2
     err = capsys.readouterr().err

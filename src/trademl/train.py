@@ -132,6 +132,11 @@ def _model_metadata(data: PreparedData, spec: ModelSpec, freq: str | None) -> di
             "labels": asdict(data.labels),
             "label_mapping": dict(LABEL_TO_INT),
             "bar_interval": freq,
+            "data_source": data.report["source"],
+            "train_start": str(data.X_train.index[0]),
+            "train_end": str(data.X_train.index[-1]),
+            "test_start": str(data.X_test.index[0]),
+            "test_end": str(data.X_test.index[-1]),
         }
     }
 

@@ -1,0 +1,378 @@
+"""The backtester: any strategy over history, without look-ahead, with stated fills and costs.
+
+Rules (the fill model is :mod:`trademl.fills`, shared with the live paper broker):
+
+1. The strategy's signals come from one causal batch (``strategy.generate_signals``): the
+   signal of bar ``t`` uses bars up to ``t`` and is decided on the close of ``t``.
+2. A LONG/SHORT signal while flat is sized by the RiskEngine's rule on the equity at the close
+   of ``t``, with the stop and target as absolute levels ``close[t] -/+ sl_distance`` and
+   ``close[t] +/- tp_distance``, and fills at the open of ``t+1`` plus slippage.
+3. Stops and targets are checked within every bar from the entry bar on; when one bar could
+   hit both, the stop is assumed first; gaps fill at the open.
+4. One position at a time, long or short. An opposite signal while in a position reverses it
+   at the next open (``on_opposite="reverse"``, default) or is ignored (``"ignore"``);
+   same-side signals are ignored. ``max_holding_bars`` closes a position at the close of its
+   N-th bar.
+5. Fees (``fees_bps`` per side) on every fill, slippage (``slippage_bps``) on market fills;
+   position sizing counts the round-trip fees. Open positions close at the last close.
+6. Signals before ``start`` are ignored (the history before it only warms up indicators).
+
+The bar loop is compiled with numba.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from numba import njit
+
+from trademl._config import check_choice, coerce_config
+from trademl.data import validate_ohlcv
+from trademl.errors import ConfigError, DataError
+from trademl.fills import (
+    EXIT_END,
+    EXIT_NONE,
+    EXIT_REASONS,
+    EXIT_SIGNAL,
+    EXIT_TIME,
+    entry_price,
+    exit_in_bar,
+    market_exit_price,
+    position_size,
+)
+from trademl.performance import performance_metrics
+from trademl.risk import RiskConfig
+
+__all__ = ["Backtest", "BacktestResult"]
+
+_TRADE_COLUMNS = (
+    "entry_i",
+    "exit_i",
+    "side",
+    "size",
+    "entry_price",
+    "exit_price",
+    "fees",
+    "pnl",
+    "reason",
+)
+
+
+@njit(cache=True)
+def _record(trades, k, entry_i, exit_i, side, size, entry_px, exit_px, fees, pnl, reason):
+    row = trades[k]
+    row[0], row[1], row[2], row[3], row[4] = entry_i, exit_i, side, size, entry_px
+    row[5], row[6], row[7], row[8] = exit_px, fees, pnl, reason
+    return k + 1
+
+
+@njit(cache=True)
+def _simulate(
+    open_,
+    high,
+    low,
+    close,
+    sig,
+    sl_dist,
+    tp_dist,
+    start,
+    cash0,
+    risk_fraction,
+    max_fraction,
+    min_size,
+    max_size,
+    size_step,
+    fee_rate,
+    slippage,
+    reverse,
+    max_hold,
+):
+    n = close.size
+    equity = np.empty(n)
+    position = np.zeros(n, np.int8)
+    trades = np.empty((n + 1, 9))
+    k = 0
+    cash = cash0
+    pos = 0
+    size = entry_px = stop = target = entry_fee = 0.0
+    entry_i = -1
+    pend = 0
+    pend_size = pend_stop = pend_target = 0.0
+    for t in range(n):
+        if pend != 0:
+            if pos != 0:  # reversal: close at this open first
+                px = market_exit_price(open_[t], pos, slippage)
+                fee = fee_rate * px * size
+                gross = pos * size * (px - entry_px)
+                cash += gross - fee
+                k = _record(
+                    trades,
+                    k,
+                    entry_i,
+                    t,
+                    pos,
+                    size,
+                    entry_px,
+                    px,
+                    entry_fee + fee,
+                    gross - entry_fee - fee,
+                    EXIT_SIGNAL,
+                )
+            px = entry_price(open_[t], pend, slippage)
+            entry_fee = fee_rate * px * pend_size
+            cash -= entry_fee
+            pos, size, entry_px, stop, target, entry_i = (
+                pend,
+                pend_size,
+                px,
+                pend_stop,
+                pend_target,
+                t,
+            )
+            pend = 0
+        if pos != 0:
+            reason, px = exit_in_bar(pos, open_[t], high[t], low[t], stop, target, slippage)
+            if reason == EXIT_NONE and max_hold > 0 and t - entry_i + 1 >= max_hold:
+                reason, px = EXIT_TIME, market_exit_price(close[t], pos, slippage)
+            if reason != EXIT_NONE:
+                fee = fee_rate * px * size
+                gross = pos * size * (px - entry_px)
+                cash += gross - fee
+                k = _record(
+                    trades,
+                    k,
+                    entry_i,
+                    t,
+                    pos,
+                    size,
+                    entry_px,
+                    px,
+                    entry_fee + fee,
+                    gross - entry_fee - fee,
+                    reason,
+                )
+                pos = 0
+        equity[t] = cash + (pos * size * (close[t] - entry_px) if pos != 0 else 0.0)
+        position[t] = pos
+        if t >= start and t < n - 1:
+            s = sig[t]
+            if s != 0 and (pos == 0 or (reverse and s == -pos)):
+                d = sl_dist[t]
+                if d > 0.0:  # False for NaN
+                    sz = position_size(
+                        equity[t],
+                        close[t],
+                        d,
+                        risk_fraction,
+                        max_fraction,
+                        min_size,
+                        max_size,
+                        size_step,
+                        fee_rate,
+                    )
+                    if sz > 0.0:
+                        pend, pend_size = s, sz
+                        pend_stop = close[t] - s * d
+                        tp = tp_dist[t]
+                        pend_target = close[t] + s * tp if tp > 0.0 else 0.0
+    if pos != 0:  # close at the end of the data
+        t = n - 1
+        px = market_exit_price(close[t], pos, slippage)
+        fee = fee_rate * px * size
+        gross = pos * size * (px - entry_px)
+        cash += gross - fee
+        k = _record(
+            trades,
+            k,
+            entry_i,
+            t,
+            pos,
+            size,
+            entry_px,
+            px,
+            entry_fee + fee,
+            gross - entry_fee - fee,
+            EXIT_END,
+        )
+        equity[t] = cash
+        position[t] = 0
+    return equity, position, trades[:k]
+
+
+@dataclass
+class BacktestResult:
+    """Trades, equity curve and metrics of one backtest (and buy-and-hold beside it)."""
+
+    trades: pd.DataFrame
+    equity: pd.Series
+    position: pd.Series
+    metrics: dict[str, float]
+    benchmark: dict[str, float]
+    settings: dict[str, Any] = field(default_factory=dict)
+    signals: pd.DataFrame | None = None
+
+    def summary(self) -> str:
+        m, b = self.metrics, self.benchmark
+        return (
+            f"{int(m['trades'])} trades, total return {m['total_return']:+.2%} "
+            f"(buy & hold {b['total_return']:+.2%}), Sharpe {m['sharpe']:.2f}, "
+            f"max drawdown {m['max_drawdown']:.2%}, win rate {m['win_rate']:.1%}, "
+            f"profit factor {m['profit_factor']:.2f}, exposure {m['exposure']:.1%}"
+        )
+
+
+class Backtest:
+    """Run a strategy (or a precomputed signal frame) over candles.
+
+    Parameters
+    ----------
+    data
+        Clean OHLCV candles.
+    strategy
+        A strategy (anything with ``generate_signals(df)``) or a DataFrame with the columns
+        ``side`` (-1/0/1), ``sl_distance`` and ``tp_distance`` on ``data``'s index.
+    cash, risk, fees_bps, slippage_bps, on_opposite, max_holding_bars, start
+        See the module docstring. ``start`` is a timestamp or a row position.
+    periods_per_year
+        For annualising Sharpe and Sortino; default from the bar interval over 365.25 days
+        (markets that trade around the clock).
+    """
+
+    def __init__(
+        self,
+        data: pd.DataFrame,
+        strategy: Any,
+        *,
+        cash: float = 10_000.0,
+        risk: RiskConfig | dict | None = None,
+        fees_bps: float = 10.0,
+        slippage_bps: float = 2.0,
+        on_opposite: str = "reverse",
+        max_holding_bars: int | None = None,
+        start: Any = None,
+        periods_per_year: float | None = None,
+    ) -> None:
+        validate_ohlcv(data, what=data.attrs.get("source", "backtest data"))
+        check_choice("backtest.on_opposite", on_opposite, ("reverse", "ignore"))
+        if not cash > 0:
+            raise ConfigError(f"backtest.cash={cash!r} must be positive")
+        if fees_bps < 0 or slippage_bps < 0:
+            raise ConfigError("backtest.fees_bps and slippage_bps must be >= 0")
+        if max_holding_bars is not None and int(max_holding_bars) < 1:
+            raise ConfigError(f"backtest.max_holding_bars={max_holding_bars!r} must be >= 1")
+        self.data, self.strategy = data, strategy
+        self.cash, self.fees_bps, self.slippage_bps = (
+            float(cash),
+            float(fees_bps),
+            float(slippage_bps),
+        )
+        self.risk = coerce_config(risk, RiskConfig, name="risk")
+        self.on_opposite, self.max_holding_bars = on_opposite, max_holding_bars
+        self.start = self._start_position(start)
+        self.periods_per_year = periods_per_year
+
+    def _start_position(self, start: Any) -> int:
+        if start is None:
+            return 0
+        if isinstance(start, int | np.integer):
+            pos = int(start)
+        else:
+            ts = pd.Timestamp(start)
+            ts = ts.tz_localize("UTC") if ts.tz is None else ts
+            pos = int(self.data.index.searchsorted(ts))
+        if not 0 <= pos < len(self.data) - 1:
+            raise DataError(
+                f"backtest start {start!r} leaves no bar to trade "
+                f"({len(self.data)} bars, {self.data.index[0]} .. {self.data.index[-1]})"
+            )
+        return pos
+
+    def signals(self) -> pd.DataFrame:
+        if isinstance(self.strategy, pd.DataFrame):
+            frame = self.strategy
+        else:
+            frame = self.strategy.generate_signals(self.data)
+        missing = {"side", "sl_distance", "tp_distance"} - set(frame.columns)
+        if missing:
+            raise DataError(f"signals lack column(s) {', '.join(sorted(missing))}")
+        if not frame.index.equals(self.data.index):
+            raise DataError("signals must be on the candles' index")
+        return frame
+
+    def run(self) -> BacktestResult:
+        frame = self.signals()
+        d = self.data
+        arrays = [d[c].to_numpy(dtype=np.float64) for c in ("open", "high", "low", "close")]
+        cfg = self.risk
+        fee, slip = self.fees_bps / 1e4, self.slippage_bps / 1e4
+        equity, position, raw = _simulate(
+            *arrays,
+            frame["side"].to_numpy(dtype=np.int64),
+            frame["sl_distance"].to_numpy(dtype=np.float64),
+            frame["tp_distance"].to_numpy(dtype=np.float64),
+            self.start,
+            self.cash,
+            cfg.risk_per_trade,
+            cfg.max_position_fraction,
+            cfg.min_size,
+            cfg.max_size or 0.0,
+            cfg.size_step or 0.0,
+            fee,
+            slip,
+            self.on_opposite == "reverse",
+            int(self.max_holding_bars or 0),
+        )
+        trades = self._trades(raw)
+        idx = d.index
+        equity_s = pd.Series(equity, index=idx, name="equity").iloc[self.start :]
+        position_s = pd.Series(position, index=idx, name="position").iloc[self.start :]
+        close = d["close"].iloc[self.start :]
+        bench_equity = self.cash * close / close.iloc[0]
+        ppy = self.periods_per_year
+        metrics = performance_metrics(equity_s, trades, position_s, periods_per_year=ppy)
+        benchmark = performance_metrics(
+            bench_equity, None, pd.Series(1, index=close.index), periods_per_year=ppy
+        )
+        settings = {
+            "cash": self.cash,
+            "fees_bps": self.fees_bps,
+            "slippage_bps": self.slippage_bps,
+            "on_opposite": self.on_opposite,
+            "max_holding_bars": self.max_holding_bars,
+            "start": str(idx[self.start]),
+            "end": str(idx[-1]),
+            "bars": len(idx) - self.start,
+            **{f"risk.{k}": v for k, v in cfg.__dict__.items()},
+        }
+        return BacktestResult(
+            trades=trades,
+            equity=equity_s,
+            position=position_s,
+            metrics=metrics,
+            benchmark=benchmark,
+            settings=settings,
+            signals=frame,
+        )
+
+    def _trades(self, raw: np.ndarray) -> pd.DataFrame:
+        t = pd.DataFrame(raw, columns=list(_TRADE_COLUMNS))
+        idx = self.data.index
+        entry_i, exit_i = t["entry_i"].astype(np.int64), t["exit_i"].astype(np.int64)
+        return pd.DataFrame(
+            {
+                "entry_time": idx[entry_i.to_numpy()],
+                "exit_time": idx[exit_i.to_numpy()],
+                "side": np.where(t["side"] > 0, "LONG", "SHORT"),
+                "size": t["size"],
+                "entry_price": t["entry_price"],
+                "exit_price": t["exit_price"],
+                "fees": t["fees"],
+                "pnl": t["pnl"],
+                "return_pct": 100.0 * t["pnl"] / (t["size"] * t["entry_price"]),
+                "bars_held": (exit_i - entry_i + 1).to_numpy(),
+                "exit_reason": t["reason"].astype(int).map(EXIT_REASONS).to_numpy(),
+            }
+        )
