@@ -35,11 +35,11 @@ from numba import njit
 __all__ = [
     "EXIT_END",
     "EXIT_NONE",
+    "EXIT_REASONS",
     "EXIT_SIGNAL",
     "EXIT_STOP",
     "EXIT_TARGET",
     "EXIT_TIME",
-    "EXIT_REASONS",
     "entry_price",
     "exit_in_bar",
     "market_exit_price",

@@ -51,7 +51,7 @@ class RiskConfig:
     def __post_init__(self) -> None:
         checks = {
             "risk_per_trade": 0.0 < self.risk_per_trade <= 1.0,
-            "max_position_fraction": 0.0 < self.max_position_fraction,
+            "max_position_fraction": self.max_position_fraction > 0.0,
             "min_size": self.min_size >= 0.0,
             "max_size": self.max_size is None or self.max_size >= 0.0,
             "size_step": self.size_step is None or self.size_step >= 0.0,
