@@ -3,6 +3,8 @@
 Subcommands::
 
     trademl train [hydra overrides...] [-m]       # see conf/train.yaml
+    trademl backtest [model=models:/NAME/STAGE | strategy=scalping_ema_rsi] [overrides...]
+    trademl walkforward [training overrides...]   # see conf/walkforward.yaml
     trademl models list | info REF | promote NAME VERSION | delete NAME [VERSION] --yes
     trademl data synth --rows 5000 --seed 1 --out candles.csv
     trademl data check candles.csv [--out clean.parquet]
@@ -24,7 +26,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from trademl.errors import DataError, ModelError, TradeMLError
+from trademl.errors import ConfigError, DataError, ModelError, TradeMLError
 
 __all__ = ["main"]
 
@@ -124,16 +126,38 @@ def _parse_overrides(items: Sequence[str] | None) -> list[tuple[str, object]]:
     return out
 
 
-def _cmd_train(args: Sequence[str]) -> int:
-    """Hand the arguments to the Hydra entrypoint (``python -m trademl.train``)."""
-    from trademl import train as train_module
+def _backtest_overrides(args: Sequence[str]) -> list[str]:
+    """``model=URI`` (the `model` config group's name) means the ML strategy on that model."""
+    out: list[str] = []
+    for arg in args:
+        if arg.startswith("model="):
+            uri = arg.split("=", 1)[1].strip("'\"")
+            if any(a.startswith("strategy=") and a != "strategy=ml_strategy" for a in args):
+                raise ConfigError(f"{arg} needs strategy=ml_strategy")
+            out += ["strategy=ml_strategy", f"strategy.model_uri='{uri}'"]
+        else:
+            out.append(arg)
+    return out
 
+
+def _run_hydra(command: str, args: Sequence[str]) -> int:
+    """Hand the arguments to a Hydra entrypoint (``train`` or ``backtest``)."""
+    from trademl._hydra import compose_config
+
+    if command == "train":
+        from trademl.train import main as entry
+    elif command == "walkforward":
+        from trademl.walkforward import main as entry
+    else:
+        from trademl.backtest_run import main as entry
+
+        args = _backtest_overrides(args)
     if not any(a.startswith("-") for a in args):  # single run: check composition first
-        train_module.compose_config(args)
+        compose_config(args, config_name=command)
     saved = sys.argv
-    sys.argv = ["trademl train", *args]
+    sys.argv = [f"trademl {command}", *args]
     try:
-        train_module.main()
+        entry()
     finally:
         sys.argv = saved
     return 0
@@ -143,7 +167,7 @@ def default_tracking_uri() -> str:
     """The tracking URI of the default ``mlflow`` config (conf/mlflow/local.yaml)."""
     from omegaconf import OmegaConf
 
-    from trademl.train import CONFIG_DIR
+    from trademl._hydra import CONFIG_DIR
 
     node = OmegaConf.load(CONFIG_DIR / "mlflow" / "local.yaml")
     return str(node.tracking_uri)
@@ -253,10 +277,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``trademl`` console script; returns the exit status."""
     args_list = list(sys.argv[1:] if argv is None else argv)
-    if args_list[:1] == ["train"]:
+    if args_list[:1] in (["train"], ["backtest"], ["walkforward"]):
         logging.basicConfig(level=logging.WARNING)
         try:
-            return _cmd_train(args_list[1:])
+            return _run_hydra(args_list[0], args_list[1:])
         except TradeMLError as exc:
             print(f"trademl: error: {' '.join(str(exc).split())}", file=sys.stderr)
             return EXIT_USER_ERROR

@@ -25,7 +25,13 @@ from sklearn.pipeline import Pipeline
 
 from trademl.labels import LABEL_TO_INT, LABELS
 
-__all__ = ["Evaluation", "class_probabilities", "evaluate", "feature_importance"]
+__all__ = [
+    "Evaluation",
+    "class_probabilities",
+    "evaluate",
+    "feature_importance",
+    "probability_metrics",
+]
 
 CODES = [LABEL_TO_INT[name] for name in LABELS]
 
@@ -77,6 +83,30 @@ def evaluate(
     Spearman) of ``P(LONG) - P(SHORT)`` against the forward return.
     """
     proba = class_probabilities(model, X_test)
+    metrics, confusion, report, text = probability_metrics(proba, y_test, fwd_test, y_train)
+    importance, kind = feature_importance(
+        model,
+        X_test,
+        y_test,
+        repeats=permutation_repeats,
+        max_rows=permutation_max_rows,
+        seed=seed,
+    )
+    return Evaluation(
+        metrics=metrics,
+        confusion=confusion,
+        report=report,
+        report_text=text,
+        importance=importance,
+        importance_kind=kind,
+    )
+
+
+def probability_metrics(
+    proba: np.ndarray, y_test: pd.Series, fwd_test: pd.Series, y_train: pd.Series
+) -> tuple[dict[str, float], np.ndarray, dict, str]:
+    """Metrics, confusion matrix and classification report from class probabilities
+    (one column per label code), as :func:`evaluate` reports them."""
     pred = proba.argmax(axis=1)
     y = y_test.to_numpy()
     metrics: dict[str, float] = {
@@ -109,22 +139,7 @@ def evaluate(
     text = classification_report(
         y, pred, labels=CODES, target_names=list(LABELS), zero_division=0, digits=4
     )
-    importance, kind = feature_importance(
-        model,
-        X_test,
-        y_test,
-        repeats=permutation_repeats,
-        max_rows=permutation_max_rows,
-        seed=seed,
-    )
-    return Evaluation(
-        metrics=metrics,
-        confusion=confusion_matrix(y, pred, labels=CODES),
-        report=report,
-        report_text=text,
-        importance=importance,
-        importance_kind=kind,
-    )
+    return metrics, confusion_matrix(y, pred, labels=CODES), report, text
 
 
 def feature_importance(

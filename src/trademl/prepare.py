@@ -17,7 +17,7 @@ from trademl.features import FeatureConfig, build_feature_matrix
 from trademl.labels import LabelConfig, align_data_for_training
 from trademl.splits import SplitConfig, split_train_test
 
-__all__ = ["PreparedData", "prepare_data_for_ml"]
+__all__ = ["Dataset", "PreparedData", "build_dataset", "prepare_data_for_ml"]
 
 log = logging.getLogger(__name__)
 
@@ -45,26 +45,30 @@ class PreparedData:
     report: dict[str, Any] = field(default_factory=dict)
 
 
-def prepare_data_for_ml(
+@dataclass
+class Dataset:
+    """Aligned, unsplit rows: features ``X``, labels ``y``, forward returns ``fwd``."""
+
+    X: pd.DataFrame
+    y: pd.Series
+    fwd: pd.Series
+    candles: pd.DataFrame
+    features: FeatureConfig
+    labels: LabelConfig
+    report: dict[str, Any] = field(default_factory=dict)
+
+
+def build_dataset(
     source: str | Path | pd.DataFrame,
     *,
     cleaning: CleaningConfig | dict | None = None,
     features: FeatureConfig | dict | None = None,
     labels: LabelConfig | dict | None = None,
-    split: SplitConfig | dict | None = None,
-) -> PreparedData:
-    """Run the chain from a file path or a raw candle frame to train/test matrices.
-
-    The features of a row use that bar and earlier ones; its label uses the next
-    ``labels.horizon`` bars; the last ``purge >= horizon`` rows before the test
-    period are dropped from training, so no training label sees the test period.
-    """
+) -> Dataset:
+    """Load (if a path), clean, build features and labels, and align them on one index."""
     clean_cfg = coerce_config(cleaning, CleaningConfig, name="cleaning")
     feat_cfg = coerce_config(features, FeatureConfig, name="features")
     label_cfg = coerce_config(labels, LabelConfig, name="labels")
-    split_cfg = coerce_config(split, SplitConfig, name="split")
-    purge = split_cfg.purge_for(label_cfg.horizon)
-
     if isinstance(source, str | Path):
         raw = load_ohlcv_data(source)
     elif isinstance(source, pd.DataFrame):
@@ -87,9 +91,43 @@ def prepare_data_for_ml(
     X, feat_report = build_feature_matrix(candles, feat_cfg, return_report=True)
     lab = align_data_for_training(candles, config=label_cfg)
     common = X.index.intersection(lab.y.index)
-    X = X.loc[common]
-    y = lab.y.loc[common]
-    fwd = lab.forward_return.loc[common]
+    report = {
+        "source": name,
+        "cleaning": clean_report.to_dict(),
+        "features": feat_report.to_dict(),
+        "labels": lab.report(),
+    }
+    return Dataset(
+        X=X.loc[common],
+        y=lab.y.loc[common],
+        fwd=lab.forward_return.loc[common],
+        candles=candles,
+        features=feat_cfg,
+        labels=label_cfg,
+        report=report,
+    )
+
+
+def prepare_data_for_ml(
+    source: str | Path | pd.DataFrame,
+    *,
+    cleaning: CleaningConfig | dict | None = None,
+    features: FeatureConfig | dict | None = None,
+    labels: LabelConfig | dict | None = None,
+    split: SplitConfig | dict | None = None,
+) -> PreparedData:
+    """Run the chain from a file path or a raw candle frame to train/test matrices.
+
+    The features of a row use that bar and earlier ones; its label uses the next
+    ``labels.horizon`` bars; the last ``purge >= horizon`` rows before the test
+    period are dropped from training, so no training label sees the test period.
+    """
+    split_cfg = coerce_config(split, SplitConfig, name="split")
+    label_cfg = coerce_config(labels, LabelConfig, name="labels")
+    purge = split_cfg.purge_for(label_cfg.horizon)
+    ds = build_dataset(source, cleaning=cleaning, features=features, labels=label_cfg)
+    X, y, fwd, candles, name = ds.X, ds.y, ds.fwd, ds.candles, ds.report["source"]
+    feat_cfg = ds.features
     try:
         sp = split_train_test(
             X,
@@ -107,13 +145,7 @@ def prepare_data_for_ml(
             got=len(candles),
         ) from exc
 
-    report = {
-        "source": name,
-        "cleaning": clean_report.to_dict(),
-        "features": feat_report.to_dict(),
-        "labels": lab.report(),
-        "split": sp.report(X.index),
-    }
+    report = {**ds.report, "split": sp.report(X.index)}
     log.info(
         "prepared %s: %d train / %d test rows, %d features, %d purged",
         name,

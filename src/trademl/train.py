@@ -22,16 +22,14 @@ import hydra
 import mlflow
 import numpy as np
 import sklearn
-from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
-from hydra.errors import InstantiationException
 from hydra.types import RunMode
 from mlflow.models import infer_signature
 from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import OmegaConfBaseException
 from tqdm.auto import tqdm
 
 from trademl import __version__
+from trademl._hydra import CONFIG_DIR, compose_config, instantiate_node
 from trademl.errors import ConfigError, TradeMLError
 from trademl.evaluation import evaluate
 from trademl.labels import LABEL_TO_INT
@@ -51,8 +49,6 @@ from trademl.tracking import (
 __all__ = ["CONFIG_DIR", "TrainResult", "compose_config", "main", "train", "train_pipeline"]
 
 log = logging.getLogger(__name__)
-
-CONFIG_DIR = Path(__file__).resolve().parent / "conf"
 
 
 @dataclass
@@ -86,21 +82,6 @@ class TrainResult:
                 f"registered {self.registered_name} version {self.registered_version}{where}"
             )
         return "\n".join(lines)
-
-
-def _instantiate(node: DictConfig, what: str) -> Any:
-    """``hydra.utils.instantiate`` with our errors unwrapped and Hydra's made clear."""
-    try:
-        return hydra.utils.instantiate(node, _convert_="all")
-    except InstantiationException as exc:
-        cause = exc.__cause__
-        while cause is not None and not isinstance(cause, TradeMLError):
-            cause = cause.__cause__
-        if cause is not None:
-            raise cause from None
-        raise ConfigError(f"{what}: {' '.join(str(exc).split())}") from exc
-    except OmegaConfBaseException as exc:
-        raise ConfigError(f"{what}: {' '.join(str(exc).split())}") from exc
 
 
 def _seed(cfg: DictConfig) -> int:
@@ -158,18 +139,18 @@ def train(cfg: DictConfig) -> TrainResult:
     stage = _Stages(total=6 if cfg.get("promote") else 5, enabled=bool(cfg.get("progress", True)))
     try:
         with stage("data"):
-            settings, experiment_id = setup_tracking(_instantiate(cfg.mlflow, "mlflow"))
-            raw = _instantiate(cfg.data, "data")
+            settings, experiment_id = setup_tracking(instantiate_node(cfg.mlflow, "mlflow"))
+            raw = instantiate_node(cfg.data, "data")
         with stage("features"):
             data = prepare_data_for_ml(
                 raw,
-                cleaning=_instantiate(cfg.cleaning, "cleaning"),
-                features=_instantiate(cfg.features, "features"),
-                labels=_instantiate(cfg.labels, "labels"),
-                split=_instantiate(cfg.split, "split"),
+                cleaning=instantiate_node(cfg.cleaning, "cleaning"),
+                features=instantiate_node(cfg.features, "features"),
+                labels=instantiate_node(cfg.labels, "labels"),
+                split=instantiate_node(cfg.split, "split"),
             )
         with stage("fit"):
-            spec: ModelSpec = _instantiate(cfg.model, "model")
+            spec: ModelSpec = instantiate_node(cfg.model, "model")
             model = spec.build(seed)
             model.fit(data.X_train, data.y_train.to_numpy(), **spec.fit_params(data.y_train))
             check_trusted_types(model, spec.trusted_types)
@@ -316,22 +297,6 @@ def _log_run(cfg, settings, experiment_id, data, spec, model, evaluation, *, top
         feature_names=list(data.feature_names),
         report=data.report,
     )
-
-
-def compose_config(overrides: Sequence[str] = (), config_name: str = "train") -> DictConfig:
-    """Compose a config from ``conf/`` with Hydra overrides, outside a Hydra app."""
-    from hydra import compose, initialize_config_dir
-
-    try:
-        if GlobalHydra.instance().is_initialized():
-            return compose(config_name=config_name, overrides=list(overrides))
-        with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-            return compose(config_name=config_name, overrides=list(overrides))
-    except Exception as exc:  # Hydra raises several types for bad overrides
-        if isinstance(exc, TradeMLError):
-            raise
-        text = " ".join(str(exc).split()).split(" Config search path:")[0]
-        raise ConfigError(text) from exc
 
 
 def train_pipeline(

@@ -21,7 +21,7 @@ from trademl.labels import LABEL_TO_INT
 from trademl.registry import LoadedModel, load_model, resolve_version
 from trademl.strategies.base import BaseStrategy
 
-__all__ = ["MLStrategy"]
+__all__ = ["MLStrategy", "model_signals"]
 
 log = logging.getLogger(__name__)
 
@@ -162,26 +162,54 @@ class MLStrategy(BaseStrategy):
         }
 
     def _signals(self, df: pd.DataFrame) -> pd.DataFrame:
-        loaded = self.load()
-        X = build_feature_matrix(df, self._features)
-        proba = predict_with_features(loaded.model, X)
-        codes, confidence = signals_from_probabilities(proba, self.min_confidence)
-        close = df["close"].to_numpy(dtype=np.float64)
-        atr = ind.atr(df["high"].to_numpy(), df["low"].to_numpy(), close, self.atr_period)
-        out = pd.DataFrame(index=df.index)
-        out["side"] = pd.Series(_CODE_TO_SIDE[codes], index=X.index).reindex(df.index)
-        out["confidence"] = pd.Series(confidence, index=X.index).reindex(df.index)
-        for name in proba.columns:
-            out[f"p_{name}"] = proba[name].reindex(df.index)
-        sl, tp = calculate_signal_strength(
-            atr,
-            out["confidence"].fillna(0.0).to_numpy(),
+        return model_signals(
+            self.load().model,
+            df,
+            self._features,
             min_confidence=self.min_confidence,
             base_sl_atr_mult=self.base_sl_atr_mult,
             base_tp_atr_mult=self.base_tp_atr_mult,
             confidence_sl_adjustment=self.confidence_sl_adjustment,
+            atr_period=self.atr_period,
         )
-        out["sl_distance"], out["tp_distance"], out["atr"] = sl, tp, atr
-        out["entry_price"] = close
-        out.loc[np.isnan(atr), "side"] = 0
-        return out
+
+
+def model_signals(
+    model: Any,
+    df: pd.DataFrame,
+    features: FeatureConfig,
+    *,
+    min_confidence: float = 0.55,
+    base_sl_atr_mult: float = 1.5,
+    base_tp_atr_mult: float = 3.0,
+    confidence_sl_adjustment: float = 0.3,
+    atr_period: int = 14,
+) -> pd.DataFrame:
+    """Causal signals of a fitted classifier for every bar of ``df`` (warm-up bars: side 0).
+
+    Columns: side (-1/0/1), confidence, p_SHORT, p_FLAT, p_LONG, sl_distance, tp_distance,
+    atr, entry_price (the close the decision is taken on).
+    """
+    X = build_feature_matrix(df, features)
+    proba = predict_with_features(model, X)
+    codes, confidence = signals_from_probabilities(proba, min_confidence)
+    close = df["close"].to_numpy(dtype=np.float64)
+    atr = ind.atr(df["high"].to_numpy(), df["low"].to_numpy(), close, atr_period)
+    out = pd.DataFrame(index=df.index)
+    out["side"] = pd.Series(_CODE_TO_SIDE[codes], index=X.index).reindex(df.index)
+    out["confidence"] = pd.Series(confidence, index=X.index).reindex(df.index)
+    for name in proba.columns:
+        out[f"p_{name}"] = proba[name].reindex(df.index)
+    sl, tp = calculate_signal_strength(
+        atr,
+        out["confidence"].fillna(0.0).to_numpy(),
+        min_confidence=min_confidence,
+        base_sl_atr_mult=base_sl_atr_mult,
+        base_tp_atr_mult=base_tp_atr_mult,
+        confidence_sl_adjustment=confidence_sl_adjustment,
+    )
+    out["sl_distance"], out["tp_distance"], out["atr"] = sl, tp, atr
+    out["entry_price"] = close
+    out.loc[np.isnan(atr), "side"] = 0
+    out["side"] = out["side"].fillna(0).astype(np.int8)
+    return out

@@ -1,0 +1,51 @@
+"""Hydra plumbing shared by the entrypoints: the config directory, composing and
+instantiating configs with trademl's errors instead of Hydra's wrapped ones."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import hydra
+from hydra.core.global_hydra import GlobalHydra
+from hydra.errors import InstantiationException
+from omegaconf import DictConfig
+from omegaconf.errors import OmegaConfBaseException
+
+from trademl.errors import ConfigError, TradeMLError
+
+__all__ = ["CONFIG_DIR", "compose_config", "instantiate_node"]
+
+CONFIG_DIR = Path(__file__).resolve().parent / "conf"
+
+
+def instantiate_node(node: DictConfig, what: str) -> Any:
+    """``hydra.utils.instantiate`` with our errors unwrapped and Hydra's made clear."""
+    try:
+        return hydra.utils.instantiate(node, _convert_="all")
+    except InstantiationException as exc:
+        cause = exc.__cause__
+        while cause is not None and not isinstance(cause, TradeMLError):
+            cause = cause.__cause__
+        if cause is not None:
+            raise cause from None
+        raise ConfigError(f"{what}: {' '.join(str(exc).split())}") from exc
+    except OmegaConfBaseException as exc:
+        raise ConfigError(f"{what}: {' '.join(str(exc).split())}") from exc
+
+
+def compose_config(overrides: Sequence[str] = (), config_name: str = "train") -> DictConfig:
+    """Compose a config from ``conf/`` with Hydra overrides, outside a Hydra app."""
+    from hydra import compose, initialize_config_dir
+
+    try:
+        if GlobalHydra.instance().is_initialized():
+            return compose(config_name=config_name, overrides=list(overrides))
+        with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+            return compose(config_name=config_name, overrides=list(overrides))
+    except Exception as exc:  # Hydra raises several types for bad overrides
+        if isinstance(exc, TradeMLError):
+            raise
+        text = " ".join(str(exc).split()).split(" Config search path:")[0]
+        raise ConfigError(text) from exc

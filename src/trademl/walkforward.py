@@ -1,0 +1,233 @@
+"""Walk-forward evaluation: retrain on each fold, trade the fold's test window out of sample.
+
+For each fold of :func:`trademl.splits.walk_forward_folds` (expanding or rolling, with the
+purge gap), a fresh model is fitted on the fold's training rows, scored on its test rows,
+and its causal signals are backtested on the test window only. Every fold is a child MLflow
+run of one parent run; the parent holds the out-of-sample metrics over all test windows
+(classification metrics on the concatenated predictions, and one backtest that trades each
+window with the model of its fold) plus a per-fold table and the overall equity curve.
+
+``trademl walkforward [train overrides...]`` (``conf/walkforward.yaml``: the training config
+plus ``risk``, ``backtest`` and ``signal`` settings).
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import hydra
+import mlflow
+import numpy as np
+import pandas as pd
+from omegaconf import DictConfig, OmegaConf
+from tqdm.auto import tqdm
+
+from trademl._hydra import CONFIG_DIR, instantiate_node
+from trademl.backtest import Backtest, BacktestResult
+from trademl.errors import TradeMLError
+from trademl.evaluation import class_probabilities, evaluate, probability_metrics
+from trademl.performance import plot_equity
+from trademl.prepare import build_dataset
+from trademl.splits import walk_forward_folds
+from trademl.strategies.ml_strategy import model_signals
+from trademl.tracking import flatten, log_dataset, log_params, setup_tracking
+
+__all__ = ["WalkForwardResult", "main", "walk_forward"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class WalkForwardResult:
+    folds: pd.DataFrame  # one row per fold: period, classification and trading metrics
+    metrics: dict[str, float]  # out-of-sample over all test windows
+    backtest: BacktestResult  # the combined out-of-sample backtest
+    parent_run_id: str
+    fold_run_ids: list[str]
+
+
+def _backtest(candles, signals, start, stop, cfg, risk) -> BacktestResult:
+    window = candles.iloc[:stop]
+    return Backtest(
+        window,
+        signals.iloc[:stop],
+        cash=cfg["cash"],
+        risk=risk,
+        fees_bps=cfg["fees_bps"],
+        slippage_bps=cfg["slippage_bps"],
+        on_opposite=cfg["on_opposite"],
+        max_holding_bars=cfg.get("max_holding_bars"),
+        start=start,
+        periods_per_year=cfg.get("periods_per_year"),
+    ).run()
+
+
+def walk_forward(cfg: DictConfig) -> WalkForwardResult:
+    """Run the walk-forward evaluation configured by ``cfg`` and log it to MLflow."""
+    _, experiment_id = setup_tracking(instantiate_node(cfg.mlflow, "mlflow"))
+    labels = instantiate_node(cfg.labels, "labels")
+    split = instantiate_node(cfg.split, "split")
+    ds = build_dataset(
+        instantiate_node(cfg.data, "data"),
+        cleaning=instantiate_node(cfg.cleaning, "cleaning"),
+        features=instantiate_node(cfg.features, "features"),
+        labels=labels,
+    )
+    folds = walk_forward_folds(len(ds.X), split, purge=split.purge_for(labels.horizon))
+    spec = instantiate_node(cfg.model, "model")
+    risk = instantiate_node(cfg.risk, "risk")
+    bt_cfg = OmegaConf.to_container(cfg.backtest, resolve=True)
+    sig_cfg = OmegaConf.to_container(cfg.signal, resolve=True)
+    candles = ds.candles
+    position = candles.index.get_indexer
+    rows, fold_runs, oos_signals, oos_proba = [], [], [], []
+    params = {
+        k: v
+        for k, v in flatten(OmegaConf.to_container(cfg, resolve=True)).items()
+        if not k.endswith("_target_")
+    }
+    with mlflow.start_run(
+        experiment_id=experiment_id, run_name=f"walkforward-{spec.name}-{split.mode}-{len(folds)}"
+    ) as parent:
+        mlflow.set_tags({"run_type": "walkforward", "model_type": spec.name})
+        log_params(params)
+        log_dataset(ds.candles, context="walkforward")
+        for fold in tqdm(
+            folds,
+            desc="walk-forward",
+            unit="fold",
+            file=sys.stderr,
+            disable=not cfg.get("progress", True),
+        ):
+            X_tr, y_tr = ds.X.iloc[fold.train], ds.y.iloc[fold.train]
+            X_te, y_te = ds.X.iloc[fold.test], ds.y.iloc[fold.test]
+            model = spec.build(int(cfg.seed))
+            model.fit(X_tr, y_tr.to_numpy(), **spec.fit_params(y_tr))
+            ev = evaluate(model, X_te, y_te, ds.fwd.iloc[fold.test], y_tr, permutation_repeats=0)
+            signals = model_signals(model, candles, ds.features, **sig_cfg)
+            start, stop = position([X_te.index[0]])[0], position([X_te.index[-1]])[0] + 1
+            signals.loc[signals.index[stop:], "side"] = 0
+            bt = _backtest(candles, signals, start, stop, bt_cfg, risk)
+            oos_signals.append(signals.iloc[start:stop])
+            oos_proba.append((model, X_te))
+            row = {
+                "fold": fold.number,
+                "train_rows": len(X_tr),
+                "test_rows": len(X_te),
+                "train_start": str(X_tr.index[0]),
+                "train_end": str(X_tr.index[-1]),
+                "test_start": str(X_te.index[0]),
+                "test_end": str(X_te.index[-1]),
+                **{
+                    k: ev.metrics[k]
+                    for k in ("test_accuracy", "test_balanced_accuracy", "test_f1_macro", "test_ic")
+                },
+                **{f"bt_{k}": v for k, v in bt.metrics.items()},
+            }
+            rows.append(row)
+            with mlflow.start_run(
+                experiment_id=experiment_id, nested=True, run_name=f"fold-{fold.number}"
+            ) as child:
+                mlflow.set_tags({"run_type": "walkforward_fold", "fold": str(fold.number)})
+                mlflow.log_params(
+                    {
+                        k: row[k]
+                        for k in (
+                            "fold",
+                            "train_rows",
+                            "test_rows",
+                            "train_start",
+                            "train_end",
+                            "test_start",
+                            "test_end",
+                        )
+                    }
+                )
+                mlflow.log_metrics(
+                    dict(ev.metrics) | _finite({f"bt_{k}": v for k, v in bt.metrics.items()})
+                )
+                fold_runs.append(child.info.run_id)
+        combined = pd.concat(oos_signals)
+        full = model_signals(oos_proba[0][0], candles, ds.features, **sig_cfg)
+        full["side"] = 0
+        full.loc[combined.index, combined.columns] = combined
+        first = position([combined.index[0]])[0]
+        overall_bt = _backtest(candles, full, first, len(candles), bt_cfg, risk)
+        y_all = pd.concat([ds.y.iloc[f.test] for f in folds])
+        fwd_all = pd.concat([ds.fwd.iloc[f.test] for f in folds])
+        overall = _pooled_metrics(oos_proba, y_all, fwd_all, ds.y.iloc[folds[0].train])
+        overall.update({f"bt_{k}": v for k, v in overall_bt.metrics.items()})
+        overall.update({f"bh_{k}": v for k, v in overall_bt.benchmark.items()})
+        table = pd.DataFrame(rows)
+        mlflow.log_metrics(_finite(overall))
+        with tempfile.TemporaryDirectory(prefix="trademl-wf-") as tmp:
+            table.to_csv(Path(tmp) / "folds.csv", index=False)
+            overall_bt.trades.to_csv(Path(tmp) / "trades.csv", index=False)
+            close = candles["close"].loc[overall_bt.equity.index]
+            plot_equity(
+                overall_bt.equity,
+                overall_bt.equity.iloc[0] * close / close.iloc[0],
+                Path(tmp) / "equity_curve.png",
+                title=f"walk-forward out-of-sample ({len(folds)} folds)",
+            )
+            mlflow.log_artifacts(tmp, artifact_path="walkforward")
+    return WalkForwardResult(
+        folds=table,
+        metrics=overall,
+        backtest=overall_bt,
+        parent_run_id=parent.info.run_id,
+        fold_run_ids=fold_runs,
+    )
+
+
+def _pooled_metrics(models_and_X, y, fwd, y_train) -> dict[str, float]:
+    """Classification metrics of all out-of-sample predictions, each from its fold's model."""
+    proba = np.vstack([class_probabilities(m, X) for m, X in models_and_X])
+    metrics, *_ = probability_metrics(proba, y, fwd, y_train)
+    return {
+        f"oos_{k.removeprefix('test_')}": v for k, v in metrics.items() if k.startswith("test_")
+    }
+
+
+def _finite(metrics: dict[str, float]) -> dict[str, float]:
+    import math
+
+    return {k: v for k, v in metrics.items() if isinstance(v, float | int) and math.isfinite(v)}
+
+
+@hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="walkforward")
+def main(cfg: DictConfig) -> None:
+    """Hydra entrypoint of ``trademl walkforward``."""
+    try:
+        result = walk_forward(cfg)
+    except TradeMLError as exc:
+        print(f"trademl: error: {' '.join(str(exc).split())}", file=sys.stderr)
+        sys.exit(2)
+    cols = [
+        "fold",
+        "test_start",
+        "test_end",
+        "test_balanced_accuracy",
+        "test_ic",
+        "bt_total_return",
+        "bt_sharpe",
+        "bt_trades",
+    ]
+    with pd.option_context("display.width", 200):
+        print(result.folds[cols].to_string(index=False))
+    m = result.metrics
+    print(
+        f"out of sample: balanced accuracy {m['oos_balanced_accuracy']:.4f}, IC "
+        f"{m['oos_ic']:+.4f}; trading {m['bt_total_return']:+.2%} (buy & hold "
+        f"{m['bh_total_return']:+.2%}), Sharpe {m['bt_sharpe']:.2f}, "
+        f"{int(m['bt_trades'])} trades"
+    )
+    print(f"MLflow parent run {result.parent_run_id} with {len(result.fold_run_ids)} fold runs")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
