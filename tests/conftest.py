@@ -105,3 +105,24 @@ def compose():
     GlobalHydra.instance().clear()
     yield compose_config
     GlobalHydra.instance().clear()
+
+
+@pytest.fixture(scope="module")
+def production_model(tmp_path_factory):
+    """A random forest trained on synthetic data, registered and promoted to Production."""
+    from hydra.core.global_hydra import GlobalHydra
+
+    from trademl.train import compose_config, train
+
+    tmp = tmp_path_factory.mktemp("registry")
+    store = {"uri": f"sqlite:///{tmp}/mlflow.db", "artifacts": str(tmp / "mlruns")}
+    saved = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
+    GlobalHydra.instance().clear()
+    result = train(compose_config(fast_overrides(store, "data.n=2000", "promote=Production")))
+    GlobalHydra.instance().clear()
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+    return {"store": store, "result": result}

@@ -158,6 +158,8 @@ def _run_hydra(command: str, args: Sequence[str]) -> int:
     sys.argv = [f"trademl {command}", *args]
     try:
         entry()
+    except SystemExit as exc:  # the entrypoints exit 2 on user errors, Hydra 1 on its own
+        return exc.code if isinstance(exc.code, int) else 1
     finally:
         sys.argv = saved
     return 0

@@ -1,0 +1,120 @@
+"""`trademl backtest` and `trademl walkforward`: MLflow runs linked to the model."""
+
+from __future__ import annotations
+
+import pytest
+
+from trademl._hydra import compose_config
+from trademl.backtest_run import run_backtest
+from trademl.cli import main as cli
+from trademl.walkforward import walk_forward
+
+from .conftest import client_for
+
+
+def _overrides(store, *extra):
+    return [
+        f"mlflow.tracking_uri={store['uri']}",
+        f"mlflow.artifact_root={store['artifacts']}",
+        "data.n=2000",
+        *extra,
+    ]
+
+
+def test_backtest_of_the_production_model_is_linked_to_its_version(production_model, compose):
+    store = production_model["store"]
+    cfg = compose(_overrides(store), config_name="backtest")
+    out = run_backtest(cfg)
+    client = client_for(store)
+    run = client.get_run(out.run_id)
+    tags = run.data.tags
+    assert tags["model_name"] == "baseline_rf" and tags["model_version"] == "1"
+    assert tags["model_run_id"] == production_model["result"].run_id
+    # same synthetic data as training: `start: auto` trades the model's test period only
+    assert tags["in_sample_overlap"] == "false"
+    assert run.data.params["backtest.start"].startswith(
+        str(production_model["result"].report["split"]["test_start"])[:10]
+    )
+    assert {
+        "total_return",
+        "sharpe",
+        "sortino",
+        "max_drawdown",
+        "win_rate",
+        "trades",
+        "exposure",
+        "cagr",
+        "bh_total_return",
+    } <= set(run.data.metrics)
+    files = {a.path for a in client.list_artifacts(out.run_id, "backtest")}
+    assert files == {"backtest/equity_curve.png", "backtest/trades.csv", "backtest/equity.csv"}
+    version = client.get_model_version("baseline_rf", "1")
+    assert version.tags["last_backtest_run"] == out.run_id
+
+
+def test_in_sample_window_is_flagged(production_model, compose):
+    cfg = compose(
+        _overrides(production_model["store"], "backtest.start=null", "log_to_mlflow=false"),
+        config_name="backtest",
+    )
+    assert run_backtest(cfg).in_sample_overlap is True
+
+
+def test_cli_backtest_model_uri_and_rule_based(production_model, capsys, tmp_path):
+    store = production_model["store"]
+    quiet = [
+        f"hydra.run.dir={tmp_path}/out",
+        "hydra/job_logging=disabled",
+        "hydra/hydra_logging=disabled",
+    ]
+    assert cli(["backtest", "model=models:/baseline_rf@champion", *_overrides(store), *quiet]) == 0
+    out = capsys.readouterr().out
+    assert "ml_strategy[models:/baseline_rf@champion]" in out and "trades, total return" in out
+    assert cli(["backtest", "strategy=scalping_ema_rsi", *_overrides(store), *quiet]) == 0
+    assert "scalping_ema_rsi" in capsys.readouterr().out
+    assert cli(["backtest", "model=models:/baseline_rf/7", *_overrides(store), *quiet]) == 2
+    assert "has no version 7" in capsys.readouterr().err
+
+
+def test_strategies_are_interchangeable_by_config(production_model):
+    for choice, kind in (("ml_strategy", "ml_based"), ("scalping_ema_rsi", "rule_based")):
+        cfg = compose_config(
+            _overrides(production_model["store"], f"strategy={choice}", "log_to_mlflow=false"),
+            config_name="backtest",
+        )
+        out = run_backtest(cfg)
+        assert out.strategy.strategy_type == kind and out.result.metrics["trades"] >= 0
+
+
+@pytest.mark.slow
+def test_walk_forward_parent_and_fold_runs(store, compose):
+    cfg = compose(
+        [
+            f"mlflow.tracking_uri={store['uri']}",
+            f"mlflow.artifact_root={store['artifacts']}",
+            "data.n=3000",
+            "model.n_estimators=20",
+            "split.n_folds=3",
+            "progress=false",
+        ],
+        config_name="walkforward",
+    )
+    result = walk_forward(cfg)
+    client = client_for(store)
+    children = client.search_runs(
+        [client.get_run(result.parent_run_id).info.experiment_id],
+        filter_string=f"tags.mlflow.parentRunId = '{result.parent_run_id}'",
+    )
+    assert len(children) == 3 and len(result.folds) == 3
+    # test windows follow each other, each trained only on the past
+    starts = result.folds["test_start"].tolist()
+    assert starts == sorted(starts)
+    assert (result.folds["train_end"] < result.folds["test_start"]).all()
+    parent = client.get_run(result.parent_run_id)
+    assert {"oos_balanced_accuracy", "oos_ic", "bt_total_return", "bt_sharpe"} <= set(
+        parent.data.metrics
+    )
+    files = {a.path for a in client.list_artifacts(result.parent_run_id, "walkforward")}
+    assert "walkforward/folds.csv" in files and "walkforward/equity_curve.png" in files
+    # no registry versions from a walk-forward
+    assert client.search_model_versions("name='baseline_rf'") == []
