@@ -155,3 +155,56 @@ def test_no_look_ahead_in_the_engine(df, seed, k):
         full[full["exit_time"] < before].reset_index(drop=True),
         cut[cut["exit_time"] < before].reset_index(drop=True),
     )
+
+
+def test_same_trades_as_backtesting_py_on_the_same_signals():
+    """An independent engine agrees bar for bar on entries and exits (stops, targets, gaps)."""
+    import warnings
+
+    from backtesting import Backtest as ReferenceBacktest
+    from backtesting import Strategy
+
+    from trademl import generate_ohlcv
+    from trademl.strategies import ScalpingEMARSI
+
+    df = generate_ohlcv(6000, seed=21, momentum=0.3)
+    sig = ScalpingEMARSI().generate_signals(df)
+    ours = Backtest(df, sig, fees_bps=10, slippage_bps=0, on_opposite="ignore").run().trades
+    side, sl, tp = (sig[c].to_numpy() for c in ("side", "sl_distance", "tp_distance"))
+
+    class Signals(Strategy):
+        def init(self):
+            pass
+
+        def next(self):
+            i = len(self.data) - 1
+            if side[i] == 0 or self.position or not np.isfinite(sl[i]):
+                return
+            price = self.data.Close[-1]
+            size = min(0.01 * sl[i] ** -1 * price, 0.999)
+            if side[i] > 0:
+                self.buy(size=size, sl=price - sl[i], tp=price + tp[i])
+            else:
+                self.sell(size=size, sl=price + sl[i], tp=price - tp[i])
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ref = ReferenceBacktest(
+            df.rename(columns=str.capitalize),
+            Signals,
+            cash=10_000_000,
+            commission=0.001,
+            finalize_trades=True,
+        ).run()["_trades"]
+
+    def key(a, b):
+        return list(
+            zip(
+                pd.DatetimeIndex(a).tz_localize(None),
+                pd.DatetimeIndex(b).tz_localize(None),
+                strict=True,
+            )
+        )
+
+    assert len(ours) == len(ref) > 50
+    assert key(ours["entry_time"], ours["exit_time"]) == key(ref["EntryTime"], ref["ExitTime"])
