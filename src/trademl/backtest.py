@@ -46,7 +46,7 @@ from trademl.fills import (
 from trademl.performance import performance_metrics
 from trademl.risk import RiskConfig
 
-__all__ = ["Backtest", "BacktestResult"]
+__all__ = ["Backtest", "BacktestResult", "close_out", "new_state", "step"]
 
 _TRADE_COLUMNS = (
     "entry_i",
@@ -61,12 +61,135 @@ _TRADE_COLUMNS = (
 )
 
 
+# Position state of one instrument, a float64 vector shared by the backtester's loop and the
+# live runtime (which journals it after every candle).
+S_CASH, S_POS, S_SIZE, S_ENTRY, S_STOP, S_TARGET, S_ENTRY_FEE, S_ENTRY_I = range(8)
+S_PEND, S_PEND_SIZE, S_PEND_STOP, S_PEND_TARGET, S_EQUITY, S_BAR = range(8, 14)
+STATE_SIZE = 14
+
+
+def new_state(cash: float) -> np.ndarray:
+    """A flat book with ``cash``: no position, no pending order, no bar seen."""
+    state = np.zeros(STATE_SIZE)
+    state[S_CASH] = state[S_EQUITY] = cash
+    state[S_ENTRY_I] = -1.0
+    state[S_BAR] = -1.0
+    return state
+
+
 @njit(cache=True)
-def _record(trades, k, entry_i, exit_i, side, size, entry_px, exit_px, fees, pnl, reason):
-    row = trades[k]
-    row[0], row[1], row[2], row[3], row[4] = entry_i, exit_i, side, size, entry_px
-    row[5], row[6], row[7], row[8] = exit_px, fees, pnl, reason
+def _close(state, out, k, t, px, fee_rate, reason):
+    """Close the position at ``px``: cash, and a trade row in ``out[k]``; returns k + 1."""
+    pos, size, entry_px = state[S_POS], state[S_SIZE], state[S_ENTRY]
+    fee = fee_rate * px * size
+    gross = pos * size * (px - entry_px)
+    state[S_CASH] += gross - fee
+    row = out[k]
+    row[0], row[1], row[2], row[3], row[4] = state[S_ENTRY_I], t, pos, size, entry_px
+    row[5], row[6], row[7], row[8] = (
+        px,
+        state[S_ENTRY_FEE] + fee,
+        gross - state[S_ENTRY_FEE] - fee,
+        reason,
+    )
+    state[S_POS] = 0.0
     return k + 1
+
+
+@njit(cache=True)
+def step(
+    state,
+    out,
+    o,
+    h,
+    lo,
+    c,
+    sig,
+    sl_dist,
+    tp_dist,
+    decide,
+    risk_fraction,
+    max_fraction,
+    min_size,
+    max_size,
+    size_step,
+    fee_rate,
+    slippage,
+    reverse,
+    max_hold,
+):
+    """Advance ``state`` by one closed bar; closed trades go to ``out`` (2 rows at most).
+
+    In order: fill a pending order at the open (closing first on a reversal), check the
+    position's stop/target/time exit within the bar, mark to market at the close, and, if
+    ``decide``, turn the bar's signal into a pending order for the next open. Returns the
+    number of trades written.
+    """
+    t = state[S_BAR] + 1.0
+    state[S_BAR] = t
+    k = 0
+    pend = state[S_PEND]
+    if pend != 0.0:
+        if state[S_POS] != 0.0:  # reversal: close at this open first
+            k = _close(
+                state,
+                out,
+                k,
+                t,
+                market_exit_price(o, state[S_POS], slippage),
+                fee_rate,
+                EXIT_SIGNAL,
+            )
+        px = entry_price(o, pend, slippage)
+        state[S_ENTRY_FEE] = fee_rate * px * state[S_PEND_SIZE]
+        state[S_CASH] -= state[S_ENTRY_FEE]
+        state[S_POS], state[S_SIZE], state[S_ENTRY] = pend, state[S_PEND_SIZE], px
+        state[S_STOP], state[S_TARGET], state[S_ENTRY_I] = (
+            state[S_PEND_STOP],
+            state[S_PEND_TARGET],
+            t,
+        )
+        state[S_PEND] = 0.0
+    pos = state[S_POS]
+    if pos != 0.0:
+        reason, px = exit_in_bar(pos, o, h, lo, state[S_STOP], state[S_TARGET], slippage)
+        if reason == EXIT_NONE and max_hold > 0 and t - state[S_ENTRY_I] + 1 >= max_hold:
+            reason, px = EXIT_TIME, market_exit_price(c, pos, slippage)
+        if reason != EXIT_NONE:
+            k = _close(state, out, k, t, px, fee_rate, reason)
+    pos = state[S_POS]
+    equity = state[S_CASH]
+    if pos != 0.0:
+        equity += pos * state[S_SIZE] * (c - state[S_ENTRY])
+    state[S_EQUITY] = equity
+    if decide and sig != 0 and (pos == 0.0 or (reverse and sig == -pos)) and sl_dist > 0.0:
+        sz = position_size(
+            equity, c, sl_dist, risk_fraction, max_fraction, min_size, max_size, size_step, fee_rate
+        )
+        if sz > 0.0:
+            state[S_PEND], state[S_PEND_SIZE] = sig, sz
+            state[S_PEND_STOP] = c - sig * sl_dist
+            state[S_PEND_TARGET] = c + sig * tp_dist if tp_dist > 0.0 else 0.0
+    return k
+
+
+@njit(cache=True)
+def close_out(state, out, c, fee_rate, slippage):
+    """End of data: cancel a pending order, close the position at the close ``c``."""
+    state[S_PEND] = 0.0
+    k = 0
+    if state[S_POS] != 0.0:
+        k = _close(
+            state,
+            out,
+            0,
+            state[S_BAR],
+            market_exit_price(c, state[S_POS], slippage),
+            fee_rate,
+            EXIT_END,
+        )
+        state[S_EQUITY] = state[S_CASH]
+    return k
 
 
 @njit(cache=True)
@@ -91,114 +214,49 @@ def _simulate(
     max_hold,
 ):
     n = close.size
+    state = np.zeros(STATE_SIZE)
+    state[S_CASH] = cash0
+    state[S_ENTRY_I] = -1.0
+    state[S_BAR] = -1.0
     equity = np.empty(n)
     position = np.zeros(n, np.int8)
-    trades = np.empty((n + 1, 9))
+    trades = np.empty((2 * n + 2, 9))
+    buf = np.empty((2, 9))
     k = 0
-    cash = cash0
-    pos = 0
-    size = entry_px = stop = target = entry_fee = 0.0
-    entry_i = -1
-    pend = 0
-    pend_size = pend_stop = pend_target = 0.0
     for t in range(n):
-        if pend != 0:
-            if pos != 0:  # reversal: close at this open first
-                px = market_exit_price(open_[t], pos, slippage)
-                fee = fee_rate * px * size
-                gross = pos * size * (px - entry_px)
-                cash += gross - fee
-                k = _record(
-                    trades,
-                    k,
-                    entry_i,
-                    t,
-                    pos,
-                    size,
-                    entry_px,
-                    px,
-                    entry_fee + fee,
-                    gross - entry_fee - fee,
-                    EXIT_SIGNAL,
-                )
-            px = entry_price(open_[t], pend, slippage)
-            entry_fee = fee_rate * px * pend_size
-            cash -= entry_fee
-            pos, size, entry_px, stop, target, entry_i = (
-                pend,
-                pend_size,
-                px,
-                pend_stop,
-                pend_target,
-                t,
-            )
-            pend = 0
-        if pos != 0:
-            reason, px = exit_in_bar(pos, open_[t], high[t], low[t], stop, target, slippage)
-            if reason == EXIT_NONE and max_hold > 0 and t - entry_i + 1 >= max_hold:
-                reason, px = EXIT_TIME, market_exit_price(close[t], pos, slippage)
-            if reason != EXIT_NONE:
-                fee = fee_rate * px * size
-                gross = pos * size * (px - entry_px)
-                cash += gross - fee
-                k = _record(
-                    trades,
-                    k,
-                    entry_i,
-                    t,
-                    pos,
-                    size,
-                    entry_px,
-                    px,
-                    entry_fee + fee,
-                    gross - entry_fee - fee,
-                    reason,
-                )
-                pos = 0
-        equity[t] = cash + (pos * size * (close[t] - entry_px) if pos != 0 else 0.0)
-        position[t] = pos
-        if t >= start and t < n - 1:
-            s = sig[t]
-            if s != 0 and (pos == 0 or (reverse and s == -pos)):
-                d = sl_dist[t]
-                if d > 0.0:  # False for NaN
-                    sz = position_size(
-                        equity[t],
-                        close[t],
-                        d,
-                        risk_fraction,
-                        max_fraction,
-                        min_size,
-                        max_size,
-                        size_step,
-                        fee_rate,
-                    )
-                    if sz > 0.0:
-                        pend, pend_size = s, sz
-                        pend_stop = close[t] - s * d
-                        tp = tp_dist[t]
-                        pend_target = close[t] + s * tp if tp > 0.0 else 0.0
-    if pos != 0:  # close at the end of the data
-        t = n - 1
-        px = market_exit_price(close[t], pos, slippage)
-        fee = fee_rate * px * size
-        gross = pos * size * (px - entry_px)
-        cash += gross - fee
-        k = _record(
-            trades,
-            k,
-            entry_i,
-            t,
-            pos,
-            size,
-            entry_px,
-            px,
-            entry_fee + fee,
-            gross - entry_fee - fee,
-            EXIT_END,
+        decide = t >= start and t < n - 1
+        m = step(
+            state,
+            buf,
+            open_[t],
+            high[t],
+            low[t],
+            close[t],
+            sig[t],
+            sl_dist[t],
+            tp_dist[t],
+            decide,
+            risk_fraction,
+            max_fraction,
+            min_size,
+            max_size,
+            size_step,
+            fee_rate,
+            slippage,
+            reverse,
+            max_hold,
         )
-        equity[t] = cash
-        position[t] = 0
+        for j in range(m):
+            trades[k] = buf[j]
+            k += 1
+        equity[t] = state[S_EQUITY]
+        position[t] = np.int8(state[S_POS])
+    m = close_out(state, buf, close[n - 1], fee_rate, slippage)
+    if m:
+        trades[k] = buf[0]
+        k += 1
+        equity[n - 1] = state[S_EQUITY]
+        position[n - 1] = 0
     return equity, position, trades[:k]
 
 
