@@ -5,6 +5,7 @@ Subcommands::
     trademl train [hydra overrides...] [-m]       # see conf/train.yaml
     trademl backtest [model=models:/NAME/STAGE | strategy=scalping_ema_rsi] [overrides...]
     trademl walkforward [training overrides...]   # see conf/walkforward.yaml
+    trademl live feeds.0.path=candles.csv [overrides...]   # see conf/live.yaml
     trademl models list | info REF | promote NAME VERSION | delete NAME [VERSION] --yes
     trademl data synth --rows 5000 --seed 1 --out candles.csv
     trademl data check candles.csv [--out clean.parquet]
@@ -148,6 +149,8 @@ def _run_hydra(command: str, args: Sequence[str]) -> int:
         from trademl.train import main as entry
     elif command == "walkforward":
         from trademl.walkforward import main as entry
+    elif command == "live":
+        from trademl.live.app import main as entry
     else:
         from trademl.backtest_run import main as entry
 
@@ -279,7 +282,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``trademl`` console script; returns the exit status."""
     args_list = list(sys.argv[1:] if argv is None else argv)
-    if args_list[:1] in (["train"], ["backtest"], ["walkforward"]):
+    if args_list[:1] in (["train"], ["backtest"], ["walkforward"], ["live"]):
         logging.basicConfig(level=logging.WARNING)
         try:
             return _run_hydra(args_list[0], args_list[1:])

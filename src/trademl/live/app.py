@@ -1,0 +1,257 @@
+"""``trademl live``: build the runtime from ``conf/live.yaml`` and run it as an MLflow session.
+
+The strategy is given the spec's way (``strategy: {type: ml_strategy, params: {...}}``) or as
+a ``_target_`` node; feeds are a list of ``{symbol, type: replay|follow|<class path>, ...}``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import logging
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import hydra
+from mlflow.entities import Metric, Param
+from omegaconf import DictConfig, OmegaConf
+
+from trademl._config import check_choice
+from trademl._hydra import CONFIG_DIR, instantiate_node
+from trademl.backtest import S_CASH, S_EQUITY, S_POS
+from trademl.errors import ConfigError, TradeMLError
+from trademl.live.feeds import Feed, FollowFeed, ReplayFeed
+from trademl.live.journal import Journal
+from trademl.live.runtime import Execution, LiveRuntime, LiveSummary, SymbolTrader
+from trademl.strategies import MLStrategy, ScalpingEMARSI
+from trademl.tracking import MlflowSettings, flatten, setup_tracking
+
+__all__ = ["SessionTracker", "build_runtime", "build_strategy", "main", "run_live"]
+
+log = logging.getLogger("trademl.live")
+
+STRATEGY_TYPES = {"ml_strategy": MLStrategy, "scalping_ema_rsi": ScalpingEMARSI}
+FEED_TYPES: dict[str, type[Feed]] = {"replay": ReplayFeed, "follow": FollowFeed}
+
+
+def build_strategy(node: Any, tracking_uri: str | None = None) -> Any:
+    """A strategy from ``{type, params}`` (the spec's live.yaml) or a ``_target_`` node."""
+    spec = OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node
+    if "_target_" in spec:
+        return instantiate_node(OmegaConf.create(spec), "strategy")
+    kind = spec.get("type")
+    check_choice("strategy.type", kind, tuple(STRATEGY_TYPES))
+    params = dict(spec.get("params") or {})
+    if kind == "ml_strategy":
+        params.setdefault("tracking_uri", tracking_uri)
+    try:
+        return STRATEGY_TYPES[kind](**params)
+    except TypeError as exc:
+        raise ConfigError(f"strategy.params for {kind}: {exc}") from exc
+
+
+def _feed(spec: dict[str, Any]) -> Feed:
+    spec = dict(spec)
+    symbol = spec.pop("symbol", None)
+    kind = spec.pop("type", "replay")
+    if not symbol:
+        raise ConfigError(f"feed {spec}: give a symbol")
+    if kind in FEED_TYPES:
+        cls = FEED_TYPES[kind]
+    else:
+        module, _, name = str(kind).rpartition(".")
+        try:
+            cls = getattr(importlib.import_module(module), name)
+        except (ImportError, AttributeError, ValueError) as exc:
+            raise ConfigError(
+                f"feed {symbol}: type {kind!r} is neither replay, follow nor an "
+                "importable Feed class"
+            ) from exc
+    path = spec.pop("path", None)
+    if path is None and cls in (ReplayFeed, FollowFeed):
+        raise ConfigError(f"feed {symbol}: give a path")
+    try:
+        return cls(path, symbol, **spec) if path is not None else cls(symbol=symbol, **spec)
+    except TypeError as exc:
+        raise ConfigError(f"feed {symbol}: {exc}") from exc
+
+
+class SessionTracker:
+    """The live session's MLflow run (resumed after a restart): params, step metrics,
+    latency percentiles and the trades."""
+
+    def __init__(
+        self,
+        settings: MlflowSettings,
+        experiment_id: str,
+        journal: Journal,
+        params: dict[str, str],
+        tags: dict[str, str],
+        metrics_every: int = 50,
+    ) -> None:
+        self.client = settings.client()
+        self.metrics_every = max(1, int(metrics_every))
+        self.buffer: list[Metric] = []
+        run_id = journal.get_meta("mlflow_run_id")
+        if run_id:
+            self.run_id = run_id
+            self.client.update_run(run_id, status="RUNNING")
+            self.client.set_tag(run_id, "resumed_at", time.strftime("%Y-%m-%dT%H:%M:%S"))
+        else:
+            run = self.client.create_run(
+                experiment_id,
+                run_name=tags.get("run_name"),
+                tags={k: v for k, v in tags.items() if k != "run_name"},
+            )
+            self.run_id = run.info.run_id
+            journal.set_meta("mlflow_run_id", self.run_id)
+            items = [Param(k, v) for k, v in params.items()]
+            for i in range(0, len(items), 90):
+                self.client.log_batch(self.run_id, params=items[i : i + 90])
+
+    def candle(self, trader: SymbolTrader) -> None:
+        now = int(time.time() * 1000)
+        bar = int(trader.state[-1])
+        s = trader.symbol
+        self.buffer += [
+            Metric(f"equity_{s}", float(trader.state[S_EQUITY]), now, bar),
+            Metric(f"position_{s}", float(trader.state[S_POS]), now, bar),
+            Metric(f"realised_pnl_{s}", float(trader.state[S_CASH] - trader.cash0), now, bar),
+        ]
+        if len(self.buffer) >= 3 * self.metrics_every:
+            self.flush()
+
+    def model_switched(self, version: str) -> None:
+        self.client.set_tag(self.run_id, "model_version", str(version))
+        self.client.log_metric(self.run_id, "model_version", float(version))
+
+    def flush(self) -> None:
+        for i in range(0, len(self.buffer), 900):
+            self.client.log_batch(self.run_id, metrics=self.buffer[i : i + 900])
+        self.buffer = []
+
+    def finish(self, summary: LiveSummary) -> None:
+        self.flush()
+        metrics = {f"decision_latency_{k}_ms": v for k, v in summary.latency_ms.items()}
+        metrics.update({f"final_equity_{k}": v for k, v in summary.equity.items()})
+        metrics["trades"] = float(len(summary.trades))
+        for key, value in metrics.items():
+            self.client.log_metric(self.run_id, key, value)
+        with tempfile.TemporaryDirectory(prefix="trademl-live-") as tmp:
+            path = Path(tmp) / "trades.csv"
+            summary.trades.to_csv(path, index=False)
+            self.client.log_artifact(self.run_id, str(path), artifact_path="live")
+        self.client.set_terminated(self.run_id, "FINISHED")
+
+
+def build_runtime(cfg: DictConfig) -> tuple[LiveRuntime, SessionTracker | None]:
+    """Everything ``trademl live`` runs, built and validated from the config."""
+    live = OmegaConf.to_container(cfg.live, resolve=True)
+    feeds_cfg = OmegaConf.to_container(cfg.feeds, resolve=True)
+    if not feeds_cfg:
+        raise ConfigError("feeds is empty: configure at least one {symbol, type, path}")
+    symbols = [f.get("symbol") for f in feeds_cfg]
+    if len(set(symbols)) != len(symbols):
+        raise ConfigError(f"feeds: symbols must be unique, got {symbols}")
+    settings, experiment_id = setup_tracking(instantiate_node(cfg.mlflow, "mlflow"))
+    strategy = build_strategy(cfg.strategy, settings.tracking_uri)
+    if isinstance(strategy, MLStrategy):
+        model = strategy.load()  # fail fast on a missing model
+        clf = model.model[-1]
+        if "n_jobs" in clf.get_params():
+            clf.set_params(n_jobs=1)  # one row per decision: threads only add latency
+    bt = OmegaConf.to_container(cfg.backtest, resolve=True)
+    execution = Execution(
+        cash=bt["cash"],
+        fees_bps=bt["fees_bps"],
+        slippage_bps=bt["slippage_bps"],
+        on_opposite=bt["on_opposite"],
+        max_holding_bars=bt.get("max_holding_bars"),
+    )
+    check_choice("backtest.on_opposite", execution.on_opposite, ("reverse", "ignore"))
+    risk = instantiate_node(cfg.risk, "risk")
+    feeds = [_feed(f) for f in feeds_cfg]
+    journal = Journal(live["journal"])
+    traders = [
+        SymbolTrader(
+            f.symbol,
+            f,
+            strategy,
+            journal,
+            risk=risk,
+            execution=execution,
+            cash=execution.cash / len(feeds),
+            window=live.get("window"),
+        )
+        for f in feeds
+    ]
+    tracker = None
+    if cfg.get("log_to_mlflow", True):
+        params = {
+            k: v
+            for k, v in flatten(OmegaConf.to_container(cfg, resolve=True)).items()
+            if not k.endswith("_target_")
+        }
+        tags = {
+            "run_type": "live",
+            "run_name": f"live-{'-'.join(symbols)}",
+            "symbols": ",".join(symbols),
+            "strategy_type": getattr(strategy, "strategy_type", "unknown"),
+        }
+        if isinstance(strategy, MLStrategy):
+            tags.update(model_uri=strategy.uri, model_version=str(strategy.load().version))
+        tracker = SessionTracker(
+            settings, experiment_id, journal, params, tags, live.get("metrics_every", 50)
+        )
+    runtime = LiveRuntime(
+        traders,
+        journal,
+        strategy=strategy,
+        tracker=tracker,
+        reload_interval=float(live.get("reload_interval", 60.0)),
+        close_at_end=bool(live.get("close_at_end", True)),
+    )
+    return runtime, tracker
+
+
+def run_live(cfg: DictConfig) -> LiveSummary:
+    """Build and run the live session to its end (finite feeds) or a stop signal."""
+    runtime, tracker = build_runtime(cfg)
+    try:
+        summary = asyncio.run(runtime.run())
+        if tracker is not None:
+            tracker.finish(summary)
+    finally:
+        runtime.journal.close()
+    return summary
+
+
+@hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="live")
+def main(cfg: DictConfig) -> None:
+    """Hydra entrypoint of ``trademl live``."""
+    try:
+        summary = run_live(cfg)
+    except TradeMLError as exc:
+        print(f"trademl: error: {' '.join(str(exc).split())}", file=sys.stderr)
+        sys.exit(2)
+    lat = summary.latency_ms
+    print(
+        f"{summary.candles} candles, {len(summary.trades)} trades; equity "
+        + ", ".join(f"{k} {v:.2f}" for k, v in summary.equity.items())
+        + (
+            f"; decision latency p50 {lat['p50']:.2f} ms, p95 {lat['p95']:.2f} ms, p99 "
+            f"{lat['p99']:.2f} ms"
+            if lat
+            else ""
+        )
+        + ("; stopped by signal" if summary.stopped_by_signal else "")
+    )
+    for note in summary.model_switches:
+        print(f"model switched: {note}")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,358 @@
+"""The live paper-trading runtime (the spec's Module 16 ``run_live.py``).
+
+On every closed candle of every symbol (concurrently, one asyncio task per symbol):
+
+1. append the candle to the symbol's window;
+2. ask the strategy for a signal on the window (the decision; its latency is measured);
+3. advance the symbol's book with :func:`trademl.backtest.step` (the backtester's own code:
+   fill the pending order at this open, check the stop/target within the bar, mark to
+   market, size the new signal with the RiskEngine's rule into an order for the next open);
+4. journal the orders, fills, trades and the new book in one SQLite transaction, then adopt
+   the new book (write-ahead: a crash loses nothing committed and repeats nothing).
+
+Each symbol trades its own share of the cash, so the books are independent and a replay gives
+exactly the backtest's trades. When a finite feed ends, open positions are closed at the last
+close (as in the backtester). SIGINT/SIGTERM stop after the candle in hand; a restart with the
+same journal resumes after the last committed candle. The model is reloaded when the
+configured stage/alias moves to another version (checked every ``reload_interval`` seconds).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from trademl.backtest import (
+    S_BAR,
+    S_CASH,
+    S_ENTRY_I,
+    S_EQUITY,
+    S_PEND,
+    S_PEND_SIZE,
+    S_PEND_STOP,
+    S_PEND_TARGET,
+    S_POS,
+    close_out,
+    new_state,
+    step,
+)
+from trademl.fills import EXIT_REASONS
+from trademl.live.feeds import Candle, Feed
+from trademl.live.journal import Journal
+from trademl.risk import RiskConfig
+from trademl.strategies import SIDE, MLStrategy
+
+__all__ = ["Execution", "LiveRuntime", "SymbolTrader"]
+
+log = logging.getLogger("trademl.live")
+
+
+@dataclass(frozen=True)
+class Execution:
+    """Fill settings (the same as the backtester's ``backtest`` config group)."""
+
+    cash: float = 10_000.0
+    fees_bps: float = 10.0
+    slippage_bps: float = 2.0
+    on_opposite: str = "reverse"
+    max_holding_bars: int | None = None
+
+
+class SymbolTrader:
+    """The book of one symbol: deterministic, journaled candle by candle."""
+
+    def __init__(
+        self,
+        symbol: str,
+        feed: Feed,
+        strategy: Any,
+        journal: Journal,
+        *,
+        risk: RiskConfig,
+        execution: Execution,
+        cash: float,
+        window: int | None = 1000,
+    ) -> None:
+        self.symbol, self.feed, self.strategy, self.journal = symbol, feed, strategy, journal
+        self.risk, self.execution, self.window_size = risk, execution, window
+        self.cash0 = cash
+        restored = journal.load_book(symbol)
+        if restored is None:
+            self.state, self.last_ts, self.entry_ts = new_state(cash), None, None
+            self.window = feed.history(None).iloc[:0].copy()
+        else:
+            self.state, self.last_ts, self.entry_ts = restored
+            history = feed.history(self.last_ts)
+            self.window = history if window is None else history.iloc[-window:]
+            log.info(
+                "%s: resumed after %s (bar %d, position %+d)",
+                symbol,
+                self.last_ts,
+                int(self.state[S_BAR]),
+                int(self.state[S_POS]),
+            )
+        self.latencies: list[float] = []
+        self.buffer = np.empty((2, 9))
+        self._params = (
+            risk.risk_per_trade,
+            risk.max_position_fraction,
+            risk.min_size,
+            risk.max_size or 0.0,
+            risk.size_step or 0.0,
+            execution.fees_bps / 1e4,
+            execution.slippage_bps / 1e4,
+            execution.on_opposite == "reverse",
+            int(execution.max_holding_bars or 0),
+        )
+
+    def _decide(self) -> tuple[int, float, float, dict[str, Any]]:
+        if len(self.window) < self.strategy.min_bars:
+            return 0, float("nan"), float("nan"), {}
+        out = self.strategy.generate_signal(self.window)
+        meta = out["metadata"]
+        return SIDE[out["signal"]], meta["sl_distance"], meta["tp_distance"], meta
+
+    def process(self, candle: Candle) -> list[dict[str, Any]]:
+        """Trade one closed candle; returns the trades it closed."""
+        start = time.perf_counter()
+        row = pd.DataFrame(
+            [[candle.open, candle.high, candle.low, candle.close, candle.volume]],
+            columns=["open", "high", "low", "close", "volume"],
+            index=pd.DatetimeIndex([candle.timestamp], name="timestamp"),
+        )
+        window = pd.concat([self.window, row]) if len(self.window) else row
+        if self.window_size is not None:
+            window = window.iloc[-self.window_size :]
+        window.attrs["source"] = self.symbol
+        self.window = window
+        side, sl, tp, meta = self._decide()
+        new = self.state.copy()
+        k = step(
+            new,
+            self.buffer,
+            candle.open,
+            candle.high,
+            candle.low,
+            candle.close,
+            side,
+            sl,
+            tp,
+            True,
+            *self._params,
+        )
+        self.latencies.append(time.perf_counter() - start)
+        events, trades, entry_ts = self._changes(candle, new, self.buffer[:k], side, meta)
+        self.journal.commit(self.symbol, candle.timestamp, new, entry_ts, events, trades)
+        self.state, self.entry_ts, self.last_ts = new, entry_ts, candle.timestamp
+        log.info(
+            "%s %s close=%.2f signal=%s pos=%+d equity=%.2f trades=%d latency=%.1fms",
+            self.symbol,
+            candle.timestamp,
+            candle.close,
+            {1: "LONG", -1: "SHORT", 0: "FLAT"}[side],
+            int(new[S_POS]),
+            new[S_EQUITY],
+            len(trades),
+            1e3 * self.latencies[-1],
+        )
+        log.debug(
+            "decision %s",
+            {"symbol": self.symbol, "bar": str(candle.timestamp), "side": side, **meta},
+        )
+        return trades
+
+    def _trade(
+        self, row: np.ndarray, exit_ts: pd.Timestamp, entry_ts: str | None
+    ) -> dict[str, Any]:
+        return {
+            "entry_time": entry_ts,
+            "exit_time": str(exit_ts),
+            "side": "LONG" if row[2] > 0 else "SHORT",
+            "size": float(row[3]),
+            "entry_price": float(row[4]),
+            "exit_price": float(row[5]),
+            "fees": float(row[6]),
+            "pnl": float(row[7]),
+            "exit_reason": EXIT_REASONS[int(row[8])],
+        }
+
+    def _changes(self, candle, new, closed, side, meta):
+        """Journal events and trades of one step, and the open position's entry time."""
+        old, now, bar = self.state, str(candle.timestamp), int(new[S_BAR])
+        events: list[tuple[str, dict[str, Any]]] = []
+        trades = [
+            self._trade(row, candle.timestamp, now if int(row[0]) == bar else self.entry_ts)
+            for row in closed
+        ]
+        if old[S_PEND] != 0:
+            events.append(
+                ("fill", {"side": int(old[S_PEND]), "size": old[S_PEND_SIZE], "bar": now})
+            )
+        events += [("exit", t) for t in trades]
+        if new[S_PEND] != 0:
+            events.append(
+                (
+                    "order",
+                    {
+                        "side": int(new[S_PEND]),
+                        "size": new[S_PEND_SIZE],
+                        "stop": new[S_PEND_STOP],
+                        "target": new[S_PEND_TARGET],
+                        "decided_on": now,
+                        "signal": {k: v for k, v in meta.items() if k != "strategy_type"},
+                    },
+                )
+            )
+        opened_now = int(new[S_ENTRY_I]) == bar
+        entry_ts = None if new[S_POS] == 0 else (now if opened_now else self.entry_ts)
+        return events, trades, entry_ts
+
+    def finish(self) -> list[dict[str, Any]]:
+        """End of a finite feed: cancel the pending order, close the position at the close."""
+        if self.last_ts is None:
+            return []
+        new = self.state.copy()
+        k = close_out(
+            new, self.buffer, float(self.window["close"].iloc[-1]), self._params[5], self._params[6]
+        )
+        trades = [self._trade(r, self.last_ts, self.entry_ts) for r in self.buffer[:k]]
+        events = [("exit", t) for t in trades] + (
+            [("cancel", {"bar": str(self.last_ts)})] if self.state[S_PEND] != 0 else []
+        )
+        if events:
+            self.journal.commit(self.symbol, self.last_ts, new, None, events, trades)
+        self.state, self.entry_ts = new, None
+        return trades
+
+    @property
+    def realised_pnl(self) -> float:
+        return float(self.state[S_CASH] - self.cash0)
+
+
+@dataclass
+class LiveSummary:
+    trades: pd.DataFrame
+    equity: dict[str, float]
+    latency_ms: dict[str, float]
+    candles: int
+    stopped_by_signal: bool
+    model_switches: list[str] = field(default_factory=list)
+
+
+class LiveRuntime:
+    """Runs the symbol traders concurrently; MLflow session run; reload; clean shutdown."""
+
+    def __init__(
+        self,
+        traders: list[SymbolTrader],
+        journal: Journal,
+        *,
+        strategy: Any,
+        tracker: Any = None,
+        reload_interval: float = 60.0,
+        close_at_end: bool = True,
+        metrics_every: int = 50,
+    ) -> None:
+        self.traders, self.journal, self.strategy = traders, journal, strategy
+        self.tracker, self.reload_interval = tracker, reload_interval
+        self.close_at_end, self.metrics_every = close_at_end, metrics_every
+        self.stop = asyncio.Event()
+        self.model_switches: list[str] = []
+        self._stopped_by_signal = False
+
+    def request_stop(self, *_: Any) -> None:
+        if not self.stop.is_set():
+            log.info("stop requested: finishing the candle in hand")
+        self._stopped_by_signal = True
+        self.stop.set()
+
+    async def _symbol(self, trader: SymbolTrader) -> bool:
+        """Trade a symbol's feed; True if a finite feed ran to its end."""
+        async for candle in trader.feed.candles(after=trader.last_ts):
+            trader.process(candle)
+            if self.tracker is not None:
+                self.tracker.candle(trader)
+            if self.stop.is_set():
+                return False
+        return trader.feed.finite and not self.stop.is_set()
+
+    async def _reload(self) -> None:
+        while not self.stop.is_set():
+            try:
+                await asyncio.wait_for(self.stop.wait(), timeout=self.reload_interval)
+                return
+            except TimeoutError:
+                pass
+            self.check_model()
+
+    def check_model(self) -> bool:
+        if not isinstance(self.strategy, MLStrategy):
+            return False
+        before = self.strategy.load().version
+        try:
+            changed = self.strategy.refresh()
+        except Exception as exc:  # keep trading on the loaded model
+            log.error("model reload check failed, keeping version %s: %s", before, exc)
+            return False
+        if changed:
+            after = self.strategy.load().version
+            note = f"{self.strategy.uri}: version {before} -> {after}"
+            self.model_switches.append(note)
+            log.warning("model switched: %s", note)
+            for trader in self.traders:
+                self.journal.commit(
+                    trader.symbol,
+                    trader.last_ts or pd.Timestamp(0, tz="UTC"),
+                    trader.state,
+                    trader.entry_ts,
+                    [("model_reloaded", {"from": before, "to": after})],
+                    [],
+                )
+            if self.tracker is not None:
+                self.tracker.model_switched(after)
+        return changed
+
+    async def run(self) -> LiveSummary:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):  # (not available outside the main thread)
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                loop.add_signal_handler(sig, self.request_stop)
+        reload_task = (
+            asyncio.create_task(self._reload())
+            if isinstance(self.strategy, MLStrategy) and self.reload_interval > 0
+            else None
+        )
+        try:
+            ended = await asyncio.gather(*(self._symbol(t) for t in self.traders))
+        finally:
+            self.stop.set()
+            if reload_task is not None:
+                await reload_task
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                    loop.remove_signal_handler(sig)
+        if self.close_at_end:
+            for trader, done in zip(self.traders, ended, strict=True):
+                if done:
+                    trader.finish()
+        return self._summary()
+
+    def _summary(self) -> LiveSummary:
+        lat = np.concatenate([np.asarray(t.latencies) for t in self.traders]) * 1e3
+        latency = {f"p{q}": float(np.percentile(lat, q)) for q in (50, 95, 99)} if lat.size else {}
+        return LiveSummary(
+            trades=self.journal.trades(),
+            equity={t.symbol: float(t.state[S_EQUITY]) for t in self.traders},
+            latency_ms=latency,
+            candles=int(lat.size),
+            stopped_by_signal=self._stopped_by_signal,
+            model_switches=list(self.model_switches),
+        )
