@@ -267,12 +267,18 @@ class LiveRuntime:
         self.stop = asyncio.Event()
         self.model_switches: list[str] = []
         self._stopped_by_signal = False
+        self._tasks: list[asyncio.Task] = []
 
     def request_stop(self, *_: Any) -> None:
+        """Stop after the candle in hand. Candles are processed synchronously, so a symbol
+        task can only be suspended between candles (waiting on its feed): cancelling it there
+        never interrupts a step or a journal write."""
         if not self.stop.is_set():
             log.info("stop requested: finishing the candle in hand")
         self._stopped_by_signal = True
         self.stop.set()
+        for task in self._tasks:
+            task.cancel()
 
     async def _symbol(self, trader: SymbolTrader) -> bool:
         """Trade a symbol's feed; True if a finite feed ran to its end."""
@@ -330,8 +336,15 @@ class LiveRuntime:
             if isinstance(self.strategy, MLStrategy) and self.reload_interval > 0
             else None
         )
+        self._tasks = [asyncio.create_task(self._symbol(t)) for t in self.traders]
         try:
-            ended = await asyncio.gather(*(self._symbol(t) for t in self.traders))
+            results = await asyncio.gather(*self._tasks, return_exceptions=True)
+            for result in results:
+                if isinstance(result, BaseException) and not isinstance(
+                    result, asyncio.CancelledError
+                ):
+                    raise result
+            ended = [result is True for result in results]
         finally:
             self.stop.set()
             if reload_task is not None:

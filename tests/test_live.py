@@ -1,0 +1,286 @@
+"""The live runtime: backtest parity, crash-and-restart equivalence, shutdown, hot reload."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from trademl import ConfigError, DataError, ModelError, generate_ohlcv
+from trademl._hydra import compose_config
+from trademl.backtest_run import run_backtest
+from trademl.live.app import build_runtime, run_live
+from trademl.live.journal import Journal
+from trademl.registry import promote_model
+from trademl.train import train
+
+from .conftest import client_for, fast_overrides
+
+SCALPING = ["strategy.type=scalping_ema_rsi", "strategy.params=null"]
+COLS = ["side", "entry_time", "exit_time", "exit_reason"]
+
+
+@pytest.fixture(scope="module")
+def candles_csv(tmp_path_factory):
+    path = tmp_path_factory.mktemp("feed") / "BTCUSDT_1h.csv"
+    generate_ohlcv(700, seed=42, momentum=0.3).to_csv(path, index_label="timestamp")
+    return path
+
+
+def live_cfg(store, journal, csv, *extra):
+    return compose_config(
+        [
+            f"mlflow.tracking_uri={store['uri']}",
+            f"mlflow.artifact_root={store['artifacts']}",
+            f"feeds.0.path={csv}",
+            f"live.journal={journal}",
+            "live.window=null",
+            *extra,
+        ],
+        config_name="live",
+    )
+
+
+def backtest_trades(store, csv, *extra):
+    cfg = compose_config(
+        [
+            f"mlflow.tracking_uri={store['uri']}",
+            "data=csv",
+            f"data.path={csv}",
+            "backtest.start=null",
+            "log_to_mlflow=false",
+            *extra,
+        ],
+        config_name="backtest",
+    )
+    return run_backtest(cfg).result.trades
+
+
+def assert_same_trades(live: pd.DataFrame, bt: pd.DataFrame) -> None:
+    assert len(live) == len(bt) > 0
+    pd.testing.assert_frame_equal(
+        live[COLS].reset_index(drop=True), bt[COLS].reset_index(drop=True), check_dtype=False
+    )
+    for col in ("size", "entry_price", "exit_price", "pnl", "fees"):
+        pd.testing.assert_series_equal(
+            live[col].reset_index(drop=True),
+            bt[col].reset_index(drop=True),
+            rtol=1e-9,
+            check_names=False,
+        )
+
+
+def test_ml_replay_equals_the_backtest_and_is_an_mlflow_session(
+    production_model, candles_csv, tmp_path
+):
+    store = production_model["store"]
+    summary = run_live(live_cfg(store, tmp_path / "j.db", candles_csv))
+    assert summary.candles == 700 and not summary.stopped_by_signal
+    assert_same_trades(summary.trades, backtest_trades(store, candles_csv))
+    assert set(summary.latency_ms) == {"p50", "p95", "p99"}
+    client = client_for(store)
+    exp = client.get_experiment_by_name("trademl-live")
+    run = client.search_runs([exp.experiment_id])[0]
+    assert run.info.status == "FINISHED"
+    assert run.data.tags["model_version"] == "1" and run.data.tags["symbols"] == "BTCUSDT"
+    assert run.data.params["strategy.type"] == "ml_strategy"
+    assert {
+        "decision_latency_p50_ms",
+        "decision_latency_p99_ms",
+        "final_equity_BTCUSDT",
+        "equity_BTCUSDT",
+        "position_BTCUSDT",
+        "realised_pnl_BTCUSDT",
+    } <= set(run.data.metrics)
+    history = client.get_metric_history(run.info.run_id, "equity_BTCUSDT")
+    assert len(history) == 700
+    assert [a.path for a in client.list_artifacts(run.info.run_id, "live")] == ["live/trades.csv"]
+
+
+def test_rule_based_replay_equals_the_backtest_with_two_symbols(store, candles_csv, tmp_path):
+    other = tmp_path / "ETHUSDT_1h.csv"
+    generate_ohlcv(500, seed=7).to_csv(other, index_label="timestamp")
+    cfg = live_cfg(
+        store,
+        tmp_path / "j.db",
+        candles_csv,
+        *SCALPING,
+        f"+feeds=[{{symbol:BTCUSDT,path:'{candles_csv}'}},{{symbol:ETHUSDT,path:'{other}'}}]",
+    )
+    summary = run_live(cfg)
+    trades = summary.trades
+    for symbol, csv in (("BTCUSDT", candles_csv), ("ETHUSDT", other)):
+        # each symbol trades half of the cash: the backtest with that cash is identical
+        bt = backtest_trades(store, csv, "strategy=scalping_ema_rsi", "backtest.cash=5000")
+        assert_same_trades(trades[trades["symbol"] == symbol], bt)
+
+
+def _run_cli(args, env=None):
+    return subprocess.Popen(
+        [sys.executable, "-m", "trademl.cli", "live", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+
+
+def _committed(journal: Path) -> int:
+    if not journal.exists():
+        return 0
+    try:
+        with sqlite3.connect(journal, timeout=5) as db:
+            row = db.execute("SELECT state FROM books").fetchone()
+    except sqlite3.OperationalError:
+        return 0
+    return 0 if row is None else int(float(row[0].split(",")[-1].strip(" ]")) + 1)
+
+
+@pytest.mark.slow
+def test_kill_9_at_several_points_changes_nothing(store, candles_csv, tmp_path):
+    common = [
+        f"mlflow.tracking_uri={store['uri']}",
+        f"mlflow.artifact_root={store['artifacts']}",
+        f"feeds.0.path={candles_csv}",
+        "live.window=null",
+        *SCALPING,
+        "hydra/job_logging=disabled",
+        "hydra/hydra_logging=disabled",
+        f"hydra.run.dir={tmp_path}/out",
+    ]
+    reference = tmp_path / "reference.db"
+    proc = _run_cli([*common, f"live.journal={reference}"])
+    assert proc.wait(timeout=300) == 0, proc.stderr.read()
+    crashed = tmp_path / "crashed.db"
+    slow = [*common, f"live.journal={crashed}", "+feeds.0.delay=0.004"]
+    kills = 0
+    for target in (60, 250, 251, 480):  # candles committed before each kill -9
+        proc = _run_cli(slow)
+        deadline = time.time() + 120
+        while _committed(crashed) < target and proc.poll() is None and time.time() < deadline:
+            time.sleep(0.01)
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait()
+            kills += 1
+    assert kills >= 3
+    proc = _run_cli(slow)
+    assert proc.wait(timeout=300) == 0, proc.stderr.read()
+    done, ref = Journal(crashed), Journal(reference)
+    pd.testing.assert_frame_equal(done.trades().drop(columns="id"), ref.trades().drop(columns="id"))
+    assert done.books()["state"].tolist() == ref.books()["state"].tolist()
+    fills = done.events("fill")
+    assert fills["bar_ts"].is_unique  # no order filled twice
+    assert len(fills) == len(ref.events("fill"))
+
+
+def test_sigterm_stops_cleanly_and_flushes_the_journal(store, candles_csv, tmp_path):
+    follow = tmp_path / "follow.csv"
+    pd.read_csv(candles_csv).head(300).to_csv(follow, index=False)
+    journal = tmp_path / "j.db"
+    proc = _run_cli(
+        [
+            f"mlflow.tracking_uri={store['uri']}",
+            f"mlflow.artifact_root={store['artifacts']}",
+            "feeds.0.type=follow",
+            f"feeds.0.path={follow}",
+            "+feeds.0.poll_interval=0.05",
+            f"live.journal={journal}",
+            *SCALPING,
+            f"hydra.run.dir={tmp_path}/out",
+        ]
+    )
+    deadline = time.time() + 60
+    while _committed(journal) < 300 and time.time() < deadline:
+        time.sleep(0.05)
+    with follow.open("a") as fh:  # another process appends two closed candles
+        for ts in ("2024-01-13T12:00:00Z", "2024-01-13T13:00:00Z"):
+            fh.write(f"{ts},100,101,99,100.5,10\n")
+    while _committed(journal) < 302 and time.time() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert "302 candles" in out and "stopped by signal" in out
+    assert not Path(f"{journal}-wal").exists() or Path(f"{journal}-wal").stat().st_size == 0
+    client = client_for(store)
+    run = client.search_runs([client.get_experiment_by_name("trademl-live").experiment_id])[0]
+    assert run.info.status == "FINISHED"
+
+
+def test_hot_reload_of_a_newly_promoted_version(production_model, tmp_path):
+    store = production_model["store"]
+    follow = tmp_path / "follow.csv"
+    generate_ohlcv(200, seed=3).to_csv(follow, index_label="timestamp")
+    cfg = live_cfg(
+        store,
+        tmp_path / "j.db",
+        follow,
+        "feeds.0.type=follow",
+        "+feeds.0.poll_interval=0.1",
+        "+feeds.0.idle_timeout=3",
+        "live.reload_interval=0.2",
+    )
+    runtime, tracker = build_runtime(cfg)
+    new = train(compose_config(fast_overrides(store, "seed=11")))
+
+    async def scenario():
+        async def promote_later():
+            await asyncio.sleep(0.6)
+            promote_model("baseline_rf", new.registered_version, tracking_uri=store["uri"])
+
+        summary, _ = await asyncio.gather(runtime.run(), promote_later())
+        return summary
+
+    try:
+        summary = asyncio.run(scenario())
+        tracker.finish(summary)
+    finally:
+        runtime.journal.close()
+        promote_model("baseline_rf", 1, tracking_uri=store["uri"])
+    assert summary.model_switches == [
+        f"models:/baseline_rf/Production: version 1 -> {new.registered_version}"
+    ]
+    reloads = Journal(tmp_path / "j.db").events("model_reloaded")
+    assert len(reloads) == 1
+    run = client_for(store).get_run(tracker.run_id)
+    assert run.data.tags["model_version"] == new.registered_version
+
+
+def test_clear_errors(production_model, candles_csv, tmp_path):
+    store = production_model["store"]
+    j = tmp_path / "j.db"
+    with pytest.raises(ModelError, match="no registered model 'nope'"):
+        build_runtime(live_cfg(store, j, candles_csv, "strategy.params.model_name=nope"))
+    with pytest.raises(DataError, match="file not found"):
+        build_runtime(live_cfg(store, j, tmp_path / "missing.csv", *SCALPING))
+    garbage = tmp_path / "garbage.csv"
+    garbage.write_text("when,price\nyesterday,12\n")
+    with pytest.raises(DataError, match="missing column"):
+        build_runtime(live_cfg(store, j, garbage, *SCALPING))
+    with pytest.raises(ConfigError, match="strategy.type='magic'"):
+        build_runtime(live_cfg(store, j, candles_csv, "strategy.type=magic"))
+    with pytest.raises(ConfigError, match="feeds is empty"):
+        build_runtime(live_cfg(store, j, candles_csv, *SCALPING, "feeds=[]"))
+    with pytest.raises(ConfigError, match="neither replay, follow"):
+        build_runtime(live_cfg(store, j, candles_csv, *SCALPING, "feeds.0.type=websocket"))
+    proc = _run_cli(
+        [
+            f"mlflow.tracking_uri={store['uri']}",
+            f"feeds.0.path={tmp_path}/no.csv",
+            f"live.journal={j}",
+            *SCALPING,
+        ]
+    )
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 2
+    assert err.strip().splitlines()[-1] == f"trademl: error: {tmp_path}/no.csv: file not found"
+    assert "Traceback" not in err
