@@ -54,8 +54,8 @@ class BaseStrategy:
     def _metadata(self) -> dict[str, Any]:
         return {}
 
-    def generate_signals(self, df: pd.DataFrame) -> pd.DataFrame:
-        """Signals for every bar of ``df`` (clean candles), decided on each bar's close."""
+    def _check(self, df: pd.DataFrame) -> None:
+        """Clean candles and enough of them, or a clear error."""
         what = df.attrs.get("source", "data") if isinstance(df, pd.DataFrame) else "data"
         validate_ohlcv(df, what=what)
         if len(df) < self.min_bars:
@@ -65,13 +65,21 @@ class BaseStrategy:
                 needed=self.min_bars,
                 got=len(df),
             )
+
+    def generate_signals(self, df: pd.DataFrame) -> pd.DataFrame:
+        """Signals for every bar of ``df`` (clean candles), decided on each bar's close."""
+        self._check(df)
         out = self._signals(df)
         out["side"] = out["side"].fillna(0).astype(np.int8)
         return out
 
+    def _latest(self, df: pd.DataFrame) -> pd.Series:
+        """The signal row of the last bar (subclasses may compute only that row)."""
+        return self.generate_signals(df).iloc[-1]
+
     def generate_signal(self, df: pd.DataFrame) -> dict[str, Any]:
         """The signal for the latest bar: ``{'signal': ..., 'metadata': {...}}``."""
-        row = self.generate_signals(df).iloc[-1]
+        row = self._latest(df)
         metadata = {
             "entry_price": float(row["entry_price"]),
             "confidence": float(row["confidence"]),

@@ -161,7 +161,7 @@ class MLStrategy(BaseStrategy):
             "model_uri": self.uri,
         }
 
-    def _signals(self, df: pd.DataFrame) -> pd.DataFrame:
+    def _signals(self, df: pd.DataFrame, *, last_only: bool = False) -> pd.DataFrame:
         return model_signals(
             self.load().model,
             df,
@@ -171,7 +171,13 @@ class MLStrategy(BaseStrategy):
             base_tp_atr_mult=self.base_tp_atr_mult,
             confidence_sl_adjustment=self.confidence_sl_adjustment,
             atr_period=self.atr_period,
+            last_only=last_only,
         )
+
+    def _latest(self, df: pd.DataFrame) -> pd.Series:
+        """Features on the whole window, a prediction for the last bar only (live latency)."""
+        self._check(df)
+        return self._signals(df, last_only=True).iloc[-1]
 
 
 def model_signals(
@@ -184,13 +190,17 @@ def model_signals(
     base_tp_atr_mult: float = 3.0,
     confidence_sl_adjustment: float = 0.3,
     atr_period: int = 14,
+    last_only: bool = False,
 ) -> pd.DataFrame:
     """Causal signals of a fitted classifier for every bar of ``df`` (warm-up bars: side 0).
 
     Columns: side (-1/0/1), confidence, p_SHORT, p_FLAT, p_LONG, sl_distance, tp_distance,
-    atr, entry_price (the close the decision is taken on).
+    atr, entry_price (the close the decision is taken on). ``last_only`` returns the last
+    bar's row only (one prediction instead of one per bar).
     """
     X = build_feature_matrix(df, features)
+    if last_only:
+        X = X.iloc[-1:]
     proba = predict_with_features(model, X)
     codes, confidence = signals_from_probabilities(proba, min_confidence)
     close = df["close"].to_numpy(dtype=np.float64)
@@ -212,4 +222,4 @@ def model_signals(
     out["entry_price"] = close
     out.loc[np.isnan(atr), "side"] = 0
     out["side"] = out["side"].fillna(0).astype(np.int8)
-    return out
+    return out.iloc[-1:] if last_only else out
