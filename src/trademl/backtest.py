@@ -46,7 +46,14 @@ from trademl.fills import (
 from trademl.performance import performance_metrics
 from trademl.risk import RiskConfig
 
-__all__ = ["Backtest", "BacktestResult", "close_out", "new_state", "step"]
+__all__ = [
+    "Backtest",
+    "BacktestResult",
+    "close_out",
+    "fill_params",
+    "new_state",
+    "step",
+]
 
 _TRADE_COLUMNS = (
     "entry_i",
@@ -68,6 +75,7 @@ S_PEND, S_PEND_SIZE, S_PEND_STOP, S_PEND_TARGET, S_EQUITY, S_BAR = range(8, 14)
 STATE_SIZE = 14
 
 
+@njit(cache=True)
 def new_state(cash: float) -> np.ndarray:
     """A flat book with ``cash``: no position, no pending order, no bar seen."""
     state = np.zeros(STATE_SIZE)
@@ -75,6 +83,31 @@ def new_state(cash: float) -> np.ndarray:
     state[S_ENTRY_I] = -1.0
     state[S_BAR] = -1.0
     return state
+
+
+def fill_params(
+    risk: RiskConfig,
+    *,
+    fees_bps: float,
+    slippage_bps: float,
+    on_opposite: str,
+    max_holding_bars: int | None,
+) -> tuple:
+    """The parameters :func:`step` takes, from the risk limits and the fill settings.
+
+    Sizing counts the fill fees (``fees_bps``), not ``risk.fee_bps``: one fee for both.
+    """
+    return (
+        float(risk.risk_per_trade),
+        float(risk.max_position_fraction),
+        float(risk.min_size),
+        float(risk.max_size or 0.0),
+        float(risk.size_step or 0.0),
+        fees_bps / 1e4,
+        slippage_bps / 1e4,
+        on_opposite == "reverse",
+        int(max_holding_bars or 0),
+    )
 
 
 @njit(cache=True)
@@ -97,27 +130,7 @@ def _close(state, out, k, t, px, fee_rate, reason):
 
 
 @njit(cache=True)
-def step(
-    state,
-    out,
-    o,
-    h,
-    lo,
-    c,
-    sig,
-    sl_dist,
-    tp_dist,
-    decide,
-    risk_fraction,
-    max_fraction,
-    min_size,
-    max_size,
-    size_step,
-    fee_rate,
-    slippage,
-    reverse,
-    max_hold,
-):
+def step(state, out, o, h, lo, c, sig, sl_dist, tp_dist, decide, params):
     """Advance ``state`` by one closed bar; closed trades go to ``out`` (2 rows at most).
 
     In order: fill a pending order at the open (closing first on a reversal), check the
@@ -125,6 +138,17 @@ def step(
     ``decide``, turn the bar's signal into a pending order for the next open. Returns the
     number of trades written.
     """
+    (
+        risk_fraction,
+        max_fraction,
+        min_size,
+        max_size,
+        size_step,
+        fee_rate,
+        slippage,
+        reverse,
+        max_hold,
+    ) = params
     t = state[S_BAR] + 1.0
     state[S_BAR] = t
     k = 0
@@ -193,38 +217,15 @@ def close_out(state, out, c, fee_rate, slippage):
 
 
 @njit(cache=True)
-def _simulate(
-    open_,
-    high,
-    low,
-    close,
-    sig,
-    sl_dist,
-    tp_dist,
-    start,
-    cash0,
-    risk_fraction,
-    max_fraction,
-    min_size,
-    max_size,
-    size_step,
-    fee_rate,
-    slippage,
-    reverse,
-    max_hold,
-):
+def _simulate(open_, high, low, close, sig, sl_dist, tp_dist, start, cash0, params):
     n = close.size
-    state = np.zeros(STATE_SIZE)
-    state[S_CASH] = cash0
-    state[S_ENTRY_I] = -1.0
-    state[S_BAR] = -1.0
+    state = new_state(cash0)
     equity = np.empty(n)
     position = np.zeros(n, np.int8)
     trades = np.empty((2 * n + 2, 9))
     buf = np.empty((2, 9))
     k = 0
     for t in range(n):
-        decide = t >= start and t < n - 1
         m = step(
             state,
             buf,
@@ -235,23 +236,15 @@ def _simulate(
             sig[t],
             sl_dist[t],
             tp_dist[t],
-            decide,
-            risk_fraction,
-            max_fraction,
-            min_size,
-            max_size,
-            size_step,
-            fee_rate,
-            slippage,
-            reverse,
-            max_hold,
+            t >= start and t < n - 1,
+            params,
         )
         for j in range(m):
             trades[k] = buf[j]
             k += 1
         equity[t] = state[S_EQUITY]
         position[t] = np.int8(state[S_POS])
-    m = close_out(state, buf, close[n - 1], fee_rate, slippage)
+    m = close_out(state, buf, close[n - 1], params[5], params[6])
     if m:
         trades[k] = buf[0]
         k += 1
@@ -364,8 +357,13 @@ class Backtest:
         frame = self.signals()
         d = self.data
         arrays = [d[c].to_numpy(dtype=np.float64) for c in ("open", "high", "low", "close")]
-        cfg = self.risk
-        fee, slip = self.fees_bps / 1e4, self.slippage_bps / 1e4
+        params = fill_params(
+            self.risk,
+            fees_bps=self.fees_bps,
+            slippage_bps=self.slippage_bps,
+            on_opposite=self.on_opposite,
+            max_holding_bars=self.max_holding_bars,
+        )
         equity, position, raw = _simulate(
             *arrays,
             frame["side"].to_numpy(dtype=np.int64),
@@ -373,15 +371,7 @@ class Backtest:
             frame["tp_distance"].to_numpy(dtype=np.float64),
             self.start,
             self.cash,
-            cfg.risk_per_trade,
-            cfg.max_position_fraction,
-            cfg.min_size,
-            cfg.max_size or 0.0,
-            cfg.size_step or 0.0,
-            fee,
-            slip,
-            self.on_opposite == "reverse",
-            int(self.max_holding_bars or 0),
+            params,
         )
         trades = self._trades(raw)
         idx = d.index
@@ -403,7 +393,7 @@ class Backtest:
             "start": str(idx[self.start]),
             "end": str(idx[-1]),
             "bars": len(idx) - self.start,
-            **{f"risk.{k}": v for k, v in cfg.__dict__.items()},
+            **{f"risk.{k}": v for k, v in self.risk.__dict__.items()},
         }
         return BacktestResult(
             trades=trades,

@@ -10,7 +10,6 @@ version gets a ``last_backtest_run`` tag back).
 from __future__ import annotations
 
 import logging
-import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 from trademl._hydra import CONFIG_DIR, instantiate_node
 from trademl.backtest import Backtest, BacktestResult
 from trademl.cleaning import clean_ohlcv_data
-from trademl.errors import TradeMLError
+from trademl.errors import exit_on_user_error
 from trademl.performance import plot_equity
 from trademl.strategies import MLStrategy
 from trademl.tracking import flatten, log_dataset, log_params, setup_tracking
@@ -155,11 +154,8 @@ def log_backtest(
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="backtest")
 def main(cfg: DictConfig) -> None:
     """Hydra entrypoint of ``trademl backtest``."""
-    try:
+    with exit_on_user_error():
         out = run_backtest(cfg)
-    except TradeMLError as exc:
-        print(f"trademl: error: {' '.join(str(exc).split())}", file=sys.stderr)
-        sys.exit(2)
     r = out.result
     print(
         f"{getattr(out.strategy, 'name', 'strategy')}: {r.settings['start']} .. "

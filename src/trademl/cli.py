@@ -27,11 +27,16 @@ from pathlib import Path
 
 import pandas as pd
 
-from trademl.errors import ConfigError, DataError, ModelError, TradeMLError
+from trademl.errors import (
+    EXIT_USER_ERROR,
+    ConfigError,
+    DataError,
+    ModelError,
+    TradeMLError,
+    report,
+)
 
 __all__ = ["main"]
-
-EXIT_USER_ERROR = 2
 
 
 def _write_frame(df: pd.DataFrame, path: Path) -> None:
@@ -287,7 +292,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             return _run_hydra(args_list[0], args_list[1:])
         except TradeMLError as exc:
-            print(f"trademl: error: {' '.join(str(exc).split())}", file=sys.stderr)
+            report(exc)
             return EXIT_USER_ERROR
     parser = build_parser()
     args = parser.parse_args(args_list)
@@ -298,7 +303,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except TradeMLError as exc:
-        print(f"trademl: error: {' '.join(str(exc).split())}", file=sys.stderr)
+        report(exc)
         return EXIT_USER_ERROR
 
 

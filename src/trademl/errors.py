@@ -8,13 +8,21 @@ exits with status 2.
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 __all__ = [
     "ConfigError",
     "DataError",
     "InsufficientDataError",
     "ModelError",
     "TradeMLError",
+    "exit_on_user_error",
+    "report",
 ]
+
+EXIT_USER_ERROR = 2
 
 
 class TradeMLError(Exception):
@@ -40,3 +48,18 @@ class ConfigError(TradeMLError, ValueError):
 
 class ModelError(TradeMLError):
     """A model, registry entry or model version is missing or unusable."""
+
+
+def report(exc: BaseException) -> None:
+    """Print a user error as the one line the command line shows: ``trademl: error: ...``."""
+    print(f"trademl: error: {' '.join(str(exc).split())}", file=sys.stderr)
+
+
+@contextmanager
+def exit_on_user_error() -> Iterator[None]:
+    """Turn a :class:`TradeMLError` into that one line and exit status 2 (entrypoints)."""
+    try:
+        yield
+    except TradeMLError as exc:
+        report(exc)
+        sys.exit(EXIT_USER_ERROR)

@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 
 from trademl import __version__
 from trademl._hydra import CONFIG_DIR, compose_config, instantiate_node
-from trademl.errors import ConfigError, TradeMLError
+from trademl.errors import ConfigError, exit_on_user_error
 from trademl.evaluation import evaluate
 from trademl.labels import LABEL_TO_INT
 from trademl.models import ModelSpec, check_trusted_types
@@ -344,11 +344,8 @@ def _override_value(value: Any) -> str:
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="train")
 def main(cfg: DictConfig) -> float:
     """Hydra entrypoint; returns the optimised metric (for sweepers)."""
-    try:
+    with exit_on_user_error():
         result = train(cfg)
-    except TradeMLError as exc:
-        print(f"trademl: error: {' '.join(str(exc).split())}", file=sys.stderr)
-        sys.exit(2)
     print(result.summary())
     return float(result.metrics[str(cfg.optimized_metric)])
 

@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 
 from trademl._hydra import CONFIG_DIR, instantiate_node
 from trademl.backtest import Backtest, BacktestResult
-from trademl.errors import TradeMLError
+from trademl.errors import exit_on_user_error
 from trademl.evaluation import class_probabilities, evaluate, probability_metrics
 from trademl.performance import plot_equity
 from trademl.prepare import build_dataset
@@ -202,11 +202,8 @@ def _finite(metrics: dict[str, float]) -> dict[str, float]:
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="walkforward")
 def main(cfg: DictConfig) -> None:
     """Hydra entrypoint of ``trademl walkforward``."""
-    try:
+    with exit_on_user_error():
         result = walk_forward(cfg)
-    except TradeMLError as exc:
-        print(f"trademl: error: {' '.join(str(exc).split())}", file=sys.stderr)
-        sys.exit(2)
     cols = [
         "fold",
         "test_start",

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import importlib
 import logging
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -22,7 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 from trademl._config import check_choice
 from trademl._hydra import CONFIG_DIR, instantiate_node
 from trademl.backtest import S_CASH, S_EQUITY, S_POS
-from trademl.errors import ConfigError, TradeMLError
+from trademl.errors import ConfigError, exit_on_user_error
 from trademl.live.feeds import Feed, FollowFeed, ReplayFeed
 from trademl.live.journal import Journal
 from trademl.live.runtime import Execution, LiveRuntime, LiveSummary, SymbolTrader
@@ -232,11 +231,8 @@ def run_live(cfg: DictConfig) -> LiveSummary:
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="live")
 def main(cfg: DictConfig) -> None:
     """Hydra entrypoint of ``trademl live``."""
-    try:
+    with exit_on_user_error():
         summary = run_live(cfg)
-    except TradeMLError as exc:
-        print(f"trademl: error: {' '.join(str(exc).split())}", file=sys.stderr)
-        sys.exit(2)
     lat = summary.latency_ms
     print(
         f"{summary.candles} candles, {len(summary.trades)} trades; equity "

@@ -41,6 +41,7 @@ from trademl.backtest import (
     S_PEND_TARGET,
     S_POS,
     close_out,
+    fill_params,
     new_state,
     step,
 )
@@ -101,16 +102,12 @@ class SymbolTrader:
             )
         self.latencies: list[float] = []
         self.buffer = np.empty((2, 9))
-        self._params = (
-            risk.risk_per_trade,
-            risk.max_position_fraction,
-            risk.min_size,
-            risk.max_size or 0.0,
-            risk.size_step or 0.0,
-            execution.fees_bps / 1e4,
-            execution.slippage_bps / 1e4,
-            execution.on_opposite == "reverse",
-            int(execution.max_holding_bars or 0),
+        self._params = fill_params(
+            risk,
+            fees_bps=execution.fees_bps,
+            slippage_bps=execution.slippage_bps,
+            on_opposite=execution.on_opposite,
+            max_holding_bars=execution.max_holding_bars,
         )
 
     def _decide(self) -> tuple[int, float, float, dict[str, Any]]:
@@ -146,7 +143,7 @@ class SymbolTrader:
             sl,
             tp,
             True,
-            *self._params,
+            self._params,
         )
         self.latencies.append(time.perf_counter() - start)
         events, trades, entry_ts = self._changes(candle, new, self.buffer[:k], side, meta)
