@@ -325,6 +325,30 @@ class Backtest:
         self.start = self._start_position(start)
         self.periods_per_year = periods_per_year
 
+    @classmethod
+    def from_settings(
+        cls,
+        data: pd.DataFrame,
+        strategy: Any,
+        settings: dict[str, Any],
+        *,
+        risk: RiskConfig | dict | None = None,
+        start: Any = None,
+    ) -> Backtest:
+        """A backtest from the ``backtest`` config group's values (``start`` given apart)."""
+        return cls(
+            data,
+            strategy,
+            cash=settings["cash"],
+            risk=risk,
+            fees_bps=settings["fees_bps"],
+            slippage_bps=settings["slippage_bps"],
+            on_opposite=settings["on_opposite"],
+            max_holding_bars=settings.get("max_holding_bars"),
+            start=start,
+            periods_per_year=settings.get("periods_per_year"),
+        )
+
     def _start_position(self, start: Any) -> int:
         if start is None:
             return 0

@@ -68,17 +68,8 @@ def run_backtest(cfg: DictConfig) -> BacktestRun:
     start, overlap = _start(bt_cfg.get("start"), strategy, candles)
     if overlap:
         log.warning("the backtest window overlaps the model's training period: in-sample")
-    backtest = Backtest(
-        candles,
-        strategy,
-        cash=bt_cfg["cash"],
-        risk=instantiate_node(cfg.risk, "risk"),
-        fees_bps=bt_cfg["fees_bps"],
-        slippage_bps=bt_cfg["slippage_bps"],
-        on_opposite=bt_cfg["on_opposite"],
-        max_holding_bars=bt_cfg.get("max_holding_bars"),
-        start=start,
-        periods_per_year=bt_cfg.get("periods_per_year"),
+    backtest = Backtest.from_settings(
+        candles, strategy, bt_cfg, risk=instantiate_node(cfg.risk, "risk"), start=start
     )
     result = backtest.run()
     run_id = None

@@ -52,18 +52,7 @@ class WalkForwardResult:
 
 def _backtest(candles, signals, start, stop, cfg, risk) -> BacktestResult:
     window = candles.iloc[:stop]
-    return Backtest(
-        window,
-        signals.iloc[:stop],
-        cash=cfg["cash"],
-        risk=risk,
-        fees_bps=cfg["fees_bps"],
-        slippage_bps=cfg["slippage_bps"],
-        on_opposite=cfg["on_opposite"],
-        max_holding_bars=cfg.get("max_holding_bars"),
-        start=start,
-        periods_per_year=cfg.get("periods_per_year"),
-    ).run()
+    return Backtest.from_settings(window, signals.iloc[:stop], cfg, risk=risk, start=start).run()
 
 
 def walk_forward(cfg: DictConfig) -> WalkForwardResult:
