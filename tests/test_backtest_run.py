@@ -118,3 +118,20 @@ def test_walk_forward_parent_and_fold_runs(store, compose):
     assert "walkforward/folds.csv" in files and "walkforward/equity_curve.png" in files
     # no registry versions from a walk-forward
     assert client.search_model_versions("name='baseline_rf'") == []
+
+
+def test_compare_runs_notebook_runs_on_a_real_store(production_model):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    notebook = Path(__file__).resolve().parents[1] / "notebooks" / "compare_runs.py"
+    env = dict(os.environ, MLFLOW_TRACKING_URI=production_model["store"]["uri"])
+    env.pop("MLFLOW_REGISTRY_URI", None)
+    proc = subprocess.run(
+        [sys.executable, str(notebook)], capture_output=True, text=True, env=env, timeout=300
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert production_model["result"].run_id in proc.stdout
+    assert "random_forest" in proc.stdout and "baseline_rf" in proc.stdout

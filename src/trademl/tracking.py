@@ -11,6 +11,7 @@ import json
 import logging
 import subprocess
 import tempfile
+import warnings
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -133,7 +134,9 @@ def log_dataset(candles: pd.DataFrame, *, context: str = "training") -> None:
     else:
         source = CodeDatasetSource(tags={"generator": source_name})
         name = source_name.split("(")[0] or "candles"
-    dataset = mlflow.data.from_pandas(frame, source=source, name=name)
+    with warnings.catch_warnings():  # MLflow registers its local-file source class twice
+        warnings.filterwarnings("ignore", message=".*can be interpreted in multiple ways")
+        dataset = mlflow.data.from_pandas(frame, source=source, name=name)
     tags = {
         "rows": str(len(candles)),
         "first_timestamp": str(candles.index[0]),
