@@ -110,7 +110,7 @@ def fill_params(
     )
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _close(state, out, k, t, px, fee_rate, reason):
     """Close the position at ``px``: cash, and a trade row in ``out[k]``; returns k + 1."""
     pos, size, entry_px = state[S_POS], state[S_SIZE], state[S_ENTRY]
@@ -129,7 +129,7 @@ def _close(state, out, k, t, px, fee_rate, reason):
     return k + 1
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def step(state, out, o, h, lo, c, sig, sl_dist, tp_dist, decide, params):
     """Advance ``state`` by one closed bar; closed trades go to ``out`` (2 rows at most).
 
