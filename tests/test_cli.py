@@ -49,3 +49,16 @@ def test_user_error_is_one_line_without_traceback(tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.strip() == f"trademl: error: {tmp_path / 'missing.csv'}: file not found"
     assert "Traceback" not in proc.stderr
+
+
+def test_top_level_api_is_complete_and_lazy():
+    import subprocess
+    import sys
+
+    import trademl
+
+    for name in trademl.__all__:
+        assert getattr(trademl, name) is not None, name
+    code = "import sys, trademl; print('mlflow' in sys.modules, 'numba' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout
+    assert out.split() == ["False", "False"]  # `import trademl` stays light for the CLI

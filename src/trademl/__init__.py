@@ -22,6 +22,33 @@ from trademl.synthetic import generate_ohlcv
 
 __version__ = "0.1.0"
 
+# Training, registry, strategies, risk and backtests import MLflow, scikit-learn and numba:
+# they load on first use so that `import trademl` (and the CLI) stays fast.
+_LAZY = {
+    "train": "trademl.train",
+    "train_pipeline": "trademl.train",
+    "compose_config": "trademl._hydra",
+    "load_model": "trademl.registry",
+    "promote_model": "trademl.registry",
+    "list_models": "trademl.registry",
+    "predict_signal": "trademl.inference",
+    "calculate_signal_strength": "trademl.inference",
+    "MLStrategy": "trademl.strategies",
+    "ScalpingEMARSI": "trademl.strategies",
+    "RiskEngine": "trademl.risk",
+    "RiskConfig": "trademl.risk",
+    "Backtest": "trademl.backtest",
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'trademl' has no attribute {name!r}")
+
+
 __all__ = [
     "LABELS",
     "LABEL_TO_INT",
@@ -49,4 +76,5 @@ __all__ = [
     "split_train_test",
     "validate_ohlcv",
     "walk_forward_folds",
+    *_LAZY,
 ]

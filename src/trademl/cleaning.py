@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from trademl._config import check_choice, check_positive_int, coerce_config
-from trademl.data import OHLCV_COLUMNS, PRICE_COLUMNS, _count_out_of_order
+from trademl.data import OHLCV_COLUMNS, PRICE_COLUMNS, count_out_of_order
 from trademl.errors import ConfigError, DataError
 
 __all__ = ["CleaningConfig", "CleaningReport", "clean_ohlcv_data"]
@@ -186,7 +186,7 @@ def clean_ohlcv_data(
     cfg = coerce_config(config, CleaningConfig, name="cleaning")
     source = df.attrs.get("source", "data") if isinstance(df, pd.DataFrame) else "data"
     _check_shape(df, source)
-    report = CleaningReport(rows_in=len(df) + 0)
+    report = CleaningReport(rows_in=len(df))
     out = df.loc[:, list(OHLCV_COLUMNS)].astype(np.float64)
     index = out.index.tz_localize("UTC") if out.index.tz is None else out.index.tz_convert("UTC")
     out.index = index.as_unit("ns").rename("timestamp")
@@ -234,7 +234,7 @@ def _reject(source: str, what: str, out: pd.DataFrame, mask: np.ndarray, hint: s
 
 def _sort(out, original, cfg, report, source):
     in_file = int(original.attrs.get("unsorted_rows", 0))
-    here = _count_out_of_order(out.index.asi8)
+    here = count_out_of_order(out.index.asi8)
     report.unsorted_rows = in_file + here
     if report.unsorted_rows and cfg.unsorted == "error":
         raise DataError(

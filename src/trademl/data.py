@@ -17,7 +17,13 @@ import pandas as pd
 
 from trademl.errors import DataError
 
-__all__ = ["OHLCV_COLUMNS", "load_ohlcv_data", "validate_ohlcv"]
+__all__ = [
+    "OHLCV_COLUMNS",
+    "canonical_frame",
+    "count_out_of_order",
+    "load_ohlcv_data",
+    "validate_ohlcv",
+]
 
 OHLCV_COLUMNS: tuple[str, ...] = ("open", "high", "low", "close", "volume")
 PRICE_COLUMNS: tuple[str, ...] = ("open", "high", "low", "close")
@@ -111,7 +117,7 @@ def load_ohlcv_data(path: str | Path) -> pd.DataFrame:
         )
     if len(raw) == 0:
         raise DataError(f"{path}: file has a header but no data rows")
-    return _canonicalise(raw, path, line_offset, where)
+    return canonical_frame(raw, path, line_offset, where)
 
 
 def _read_csv(path: Path) -> tuple[pd.DataFrame, int]:
@@ -198,7 +204,12 @@ def _match_columns(raw: pd.DataFrame, path: Path) -> dict[str, str]:
     return found
 
 
-def _canonicalise(raw: pd.DataFrame, path: Path, line_offset: int, where: str) -> pd.DataFrame:
+def canonical_frame(raw: pd.DataFrame, path: Path, line_offset: int, where: str) -> pd.DataFrame:
+    """A raw table (as read from a file) as canonical candles, with load_ohlcv_data's checks.
+
+    ``line_offset`` and ``where`` ("line" or "row") turn a row position into the location
+    the error messages name (for a CSV with a header, data row 0 is line 2).
+    """
     columns = _match_columns(raw, path)
 
     def loc(i: int) -> str:
@@ -214,7 +225,7 @@ def _canonicalise(raw: pd.DataFrame, path: Path, line_offset: int, where: str) -
     index = _parse_timestamps(raw[columns["timestamp"]], path, columns["timestamp"], loc)
     df = pd.DataFrame(data, index=index)
     order = np.argsort(index.asi8, kind="stable")
-    unsorted = _count_out_of_order(index.asi8)
+    unsorted = count_out_of_order(index.asi8)
     if unsorted:
         df = df.iloc[order]
     df.attrs["source"] = str(path)
@@ -294,8 +305,8 @@ def _parse_timestamps(col: pd.Series, path: Path, name: str, loc) -> pd.Datetime
     return pd.DatetimeIndex(parsed, name="timestamp").as_unit("ns")
 
 
-def _count_out_of_order(ts: np.ndarray) -> int:
-    """Rows whose timestamp is earlier than some row above them."""
+def count_out_of_order(ts: np.ndarray) -> int:
+    """Rows whose timestamp is earlier than some row above them (``ts``: int64 times)."""
     if ts.size < 2:
         return 0
     running_max = np.maximum.accumulate(ts)

@@ -25,7 +25,7 @@ from pathlib import Path
 import pandas as pd
 
 from trademl.cleaning import clean_ohlcv_data
-from trademl.data import _canonicalise, load_ohlcv_data, validate_ohlcv
+from trademl.data import canonical_frame, load_ohlcv_data, validate_ohlcv
 from trademl.errors import DataError
 
 __all__ = ["Candle", "Feed", "FollowFeed", "ReplayFeed"]
@@ -142,7 +142,7 @@ class FollowFeed(Feed):
         if not lines or self._header is None:
             return None
         raw = pd.read_csv(io.StringIO("\n".join([self._header, *lines])))
-        return _canonicalise(raw, self.path, 2, "line")
+        return canonical_frame(raw, self.path, 2, "line")
 
     async def candles(self, after: pd.Timestamp | None = None) -> AsyncIterator[Candle]:
         last = after
