@@ -23,7 +23,7 @@ from hydra.core.global_hydra import GlobalHydra
 
 from trademl.train import compose_config, train
 
-MODELS = ("random_forest", "logistic_regression", "hist_gradient_boosting")
+MODELS = ("random_forest", "logistic_regression", "hist_gradient_boosting", "lightgbm")
 
 
 def main() -> None:

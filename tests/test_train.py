@@ -98,7 +98,7 @@ def test_reproducible_for_a_seed(store, compose, tmp_path):
     assert b.registered_version == "2"  # never overwritten: a new version each time
 
 
-@pytest.mark.parametrize("model", ["logistic_regression", "hist_gradient_boosting"])
+@pytest.mark.parametrize("model", ["logistic_regression", "hist_gradient_boosting", "lightgbm"])
 def test_same_metric_names_for_every_model_type(store, compose, model):
     result = train(compose(fast_overrides(store, f"model={model}")))
     assert set(result.metrics) >= METRICS
@@ -110,7 +110,11 @@ def test_same_metric_names_for_every_model_type(store, compose, model):
     assert len(table) == 49 and "permutation_mean" in table
     assert (
         result.registered_name
-        == {"logistic_regression": "baseline_lr", "hist_gradient_boosting": "baseline_hgb"}[model]
+        == {
+            "logistic_regression": "baseline_lr",
+            "hist_gradient_boosting": "baseline_hgb",
+            "lightgbm": "baseline_lgbm",
+        }[model]
     )
 
 

@@ -161,7 +161,8 @@ def feature_importance(
     clf = model[-1]
     names = list(X.columns)
     if hasattr(clf, "feature_importances_"):
-        own, kind = np.asarray(clf.feature_importances_, dtype=float), "impurity"
+        own = np.asarray(clf.feature_importances_, dtype=float)
+        kind = str(getattr(clf, "importance_type", "impurity"))  # LightGBM: "split" counts
     elif hasattr(clf, "coef_"):
         own, kind = np.abs(np.asarray(clf.coef_, dtype=float)).mean(axis=0), "abs_coefficient"
     else:

@@ -39,6 +39,12 @@ SKOPS_TRUSTED_TYPES: dict[str, list[str]] = {
         "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor"
     ],
     "sklearn.linear_model.LogisticRegression": [],
+    # The Booster is restored from LightGBM's text model string (parsed, not executed).
+    "lightgbm.LGBMClassifier": [
+        "collections.OrderedDict",
+        "lightgbm.basic.Booster",
+        "lightgbm.sklearn.LGBMClassifier",
+    ],
 }
 
 
@@ -109,6 +115,15 @@ class ModelSpec:
     def trusted_types(self) -> list[str]:
         """The skops types to trust when loading this model."""
         return list(SKOPS_TRUSTED_TYPES.get(self.estimator, []))
+
+    @property
+    def pip_requirements(self) -> list[str]:
+        """Packages (pinned) the model needs beyond scikit-learn, for its MLflow environment."""
+        package = self.estimator.split(".", 1)[0]
+        if package in ("sklearn", "builtins"):
+            return []
+        module = importlib.import_module(package)
+        return [f"{package}=={module.__version__}"]
 
     def build(self, seed: int | None = None) -> Pipeline:
         """A fresh, unfitted ``Pipeline`` (scaler, classifier)."""

@@ -277,6 +277,7 @@ def _log_run(cfg, settings, experiment_id, data, spec, model, evaluation, *, top
                 f"scikit-learn=={sklearn.__version__}",
                 f"mlflow=={mlflow.__version__}",
                 "skops",
+                *spec.pip_requirements,
             ],
         )
         version = str(info.registered_model_version) if info.registered_model_version else None
