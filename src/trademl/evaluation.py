@@ -116,11 +116,10 @@ def probability_metrics(
         "test_rows": float(len(y)),
         "train_rows": float(len(y_train)),
     }
-    for avg in ("macro",):
-        p, r, f, _ = precision_recall_fscore_support(
-            y, pred, labels=CODES, average=avg, zero_division=0
-        )
-        metrics.update({f"test_precision_{avg}": p, f"test_recall_{avg}": r, f"test_f1_{avg}": f})
+    p, r, f, _ = precision_recall_fscore_support(
+        y, pred, labels=CODES, average="macro", zero_division=0
+    )
+    metrics.update({"test_precision_macro": p, "test_recall_macro": r, "test_f1_macro": f})
     p, r, f, _ = precision_recall_fscore_support(y, pred, labels=CODES, zero_division=0)
     for name, code in LABEL_TO_INT.items():
         metrics[f"test_precision_{name}"] = p[code]

@@ -174,10 +174,6 @@ def log_evaluation(evaluation: Evaluation, *, title: str = "", top: int = 20) ->
         mlflow.log_artifacts(str(tmp), artifact_path="evaluation")
 
 
-def log_json(data: Any, name: str, artifact_path: str | None = None) -> None:
-    mlflow.log_dict(data, f"{artifact_path}/{name}" if artifact_path else name)
-
-
 def git_commit() -> str | None:
     """The current git commit of the source tree, if it is a git checkout."""
     try:

@@ -32,7 +32,6 @@ import pandas as pd
 
 from trademl.backtest import (
     S_BAR,
-    S_CASH,
     S_ENTRY_I,
     S_EQUITY,
     S_PEND,
@@ -228,10 +227,6 @@ class SymbolTrader:
             self.journal.commit(self.symbol, self.last_ts, new, None, events, trades)
         self.state, self.entry_ts = new, None
         return trades
-
-    @property
-    def realised_pnl(self) -> float:
-        return float(self.state[S_CASH] - self.cash0)
 
 
 @dataclass
