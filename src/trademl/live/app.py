@@ -20,7 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from trademl._config import check_choice
 from trademl._hydra import CONFIG_DIR, instantiate_node
-from trademl.backtest import S_CASH, S_EQUITY, S_POS
+from trademl.backtest import S_BAR, S_CASH, S_EQUITY, S_POS
 from trademl.errors import ConfigError, exit_on_user_error
 from trademl.live.feeds import Feed, FollowFeed, ReplayFeed
 from trademl.live.journal import Journal
@@ -113,7 +113,7 @@ class SessionTracker:
 
     def candle(self, trader: SymbolTrader) -> None:
         now = int(time.time() * 1000)
-        bar = int(trader.state[-1])
+        bar = int(trader.state[S_BAR])
         s = trader.symbol
         self.buffer += [
             Metric(f"equity_{s}", float(trader.state[S_EQUITY]), now, bar),
