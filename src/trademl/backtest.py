@@ -262,6 +262,7 @@ class BacktestResult:
     position: pd.Series
     metrics: dict[str, float]
     benchmark: dict[str, float]
+    benchmark_equity: pd.Series  # buy and hold: cash x close / first close
     settings: dict[str, Any] = field(default_factory=dict)
     signals: pd.DataFrame | None = None
 
@@ -425,6 +426,7 @@ class Backtest:
             position=position_s,
             metrics=metrics,
             benchmark=benchmark,
+            benchmark_equity=bench_equity.rename("buy_and_hold"),
             settings=settings,
             signals=frame,
         )

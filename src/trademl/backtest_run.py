@@ -17,7 +17,6 @@ from typing import Any
 
 import hydra
 import mlflow
-import numpy as np
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
@@ -27,7 +26,14 @@ from trademl.cleaning import clean_ohlcv_data
 from trademl.errors import exit_on_user_error
 from trademl.performance import plot_equity
 from trademl.strategies import MLStrategy
-from trademl.tracking import flatten, log_dataset, log_params, setup_tracking
+from trademl.tracking import (
+    config_params,
+    finite_metrics,
+    flatten,
+    log_dataset,
+    log_params,
+    setup_tracking,
+)
 
 __all__ = ["BacktestRun", "log_backtest", "main", "run_backtest"]
 
@@ -80,10 +86,6 @@ def run_backtest(cfg: DictConfig) -> BacktestRun:
     return BacktestRun(result=result, run_id=run_id, strategy=strategy, in_sample_overlap=overlap)
 
 
-def _finite(metrics: dict[str, float]) -> dict[str, float]:
-    return {k: v for k, v in metrics.items() if np.isfinite(v)}
-
-
 def log_backtest(
     result: BacktestResult,
     strategy: Any,
@@ -116,20 +118,17 @@ def log_backtest(
     )
     with mlflow.start_run(experiment_id=experiment_id, run_name=name, nested=nested) as run:
         mlflow.set_tags(tags)
-        params = flatten(OmegaConf.to_container(cfg, resolve=True)) if cfg is not None else {}
+        params = config_params(cfg) if cfg is not None else {}
         params.update(flatten({"backtest": result.settings}))
-        log_params({k: v for k, v in params.items() if not k.endswith("_target_")})
+        log_params(params)
         log_dataset(candles, context="backtest")
-        mlflow.log_metrics(_finite(result.metrics))
-        mlflow.log_metrics(_finite({f"bh_{k}": v for k, v in result.benchmark.items()}))
+        mlflow.log_metrics(finite_metrics(result.metrics))
+        mlflow.log_metrics(finite_metrics({f"bh_{k}": v for k, v in result.benchmark.items()}))
         with tempfile.TemporaryDirectory(prefix="trademl-bt-") as tmp:
             tmp_path = Path(tmp)
-            bench = (
-                result.equity.iloc[0]
-                * candles["close"].loc[result.equity.index]
-                / candles["close"].loc[result.equity.index[0]]
+            plot_equity(
+                result.equity, result.benchmark_equity, tmp_path / "equity_curve.png", title=name
             )
-            plot_equity(result.equity, bench, tmp_path / "equity_curve.png", title=name)
             result.trades.to_csv(tmp_path / "trades.csv", index=False)
             result.equity.to_frame().assign(position=result.position).to_csv(
                 tmp_path / "equity.csv", index_label="timestamp"

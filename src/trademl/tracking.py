@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import subprocess
 import tempfile
 import warnings
@@ -31,6 +32,8 @@ from trademl.plots import plot_confusion_matrix, plot_feature_importance
 
 __all__ = [
     "MlflowSettings",
+    "config_params",
+    "finite_metrics",
     "flatten",
     "log_dataset",
     "log_evaluation",
@@ -115,6 +118,21 @@ def flatten(data: Any, prefix: str = "") -> dict[str, str]:
     else:
         out[prefix] = json.dumps(data) if isinstance(data, list | tuple) else str(data)
     return out
+
+
+def config_params(cfg: Any) -> dict[str, str]:
+    """Every resolved value of a config under its dotted key, without Hydra's ``_target_``."""
+    from omegaconf import OmegaConf
+
+    container = OmegaConf.to_container(cfg, resolve=True) if OmegaConf.is_config(cfg) else cfg
+    return {k: v for k, v in flatten(container).items() if not k.endswith("_target_")}
+
+
+def finite_metrics(metrics: Mapping[str, Any]) -> dict[str, float]:
+    """The metrics MLflow can store: numbers that are finite (no inf profit factor, no NaN)."""
+    return {
+        k: float(v) for k, v in metrics.items() if isinstance(v, int | float) and math.isfinite(v)
+    }
 
 
 def log_params(params: Mapping[str, Any]) -> None:

@@ -38,7 +38,7 @@ from trademl.prepare import PreparedData, prepare_data_for_ml
 from trademl.registry import promote_model
 from trademl.sweep import PARENT_RUN_FILE
 from trademl.tracking import (
-    flatten,
+    config_params,
     git_commit,
     log_dataset,
     log_evaluation,
@@ -222,7 +222,7 @@ class _Stages:
 
 def _log_run(cfg, settings, experiment_id, data, spec, model, evaluation, *, top) -> TrainResult:
     container = OmegaConf.to_container(cfg, resolve=True)
-    params = {k: v for k, v in flatten(container).items() if not k.endswith("_target_")}
+    params = config_params(container)
     parent = _parent_run_id()
     job = ""
     if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:

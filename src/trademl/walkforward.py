@@ -34,7 +34,7 @@ from trademl.performance import plot_equity
 from trademl.prepare import build_dataset
 from trademl.splits import walk_forward_folds
 from trademl.strategies.ml_strategy import model_signals
-from trademl.tracking import flatten, log_dataset, log_params, setup_tracking
+from trademl.tracking import config_params, finite_metrics, log_dataset, log_params, setup_tracking
 
 __all__ = ["WalkForwardResult", "main", "walk_forward"]
 
@@ -74,11 +74,7 @@ def walk_forward(cfg: DictConfig) -> WalkForwardResult:
     candles = ds.candles
     position = candles.index.get_indexer
     rows, fold_runs, oos_signals, oos_proba = [], [], [], []
-    params = {
-        k: v
-        for k, v in flatten(OmegaConf.to_container(cfg, resolve=True)).items()
-        if not k.endswith("_target_")
-    }
+    params = config_params(cfg)
     with mlflow.start_run(
         experiment_id=experiment_id, run_name=f"walkforward-{spec.name}-{split.mode}-{len(folds)}"
     ) as parent:
@@ -137,13 +133,12 @@ def walk_forward(cfg: DictConfig) -> WalkForwardResult:
                     }
                 )
                 mlflow.log_metrics(
-                    dict(ev.metrics) | _finite({f"bt_{k}": v for k, v in bt.metrics.items()})
+                    dict(ev.metrics) | finite_metrics({f"bt_{k}": v for k, v in bt.metrics.items()})
                 )
                 fold_runs.append(child.info.run_id)
         combined = pd.concat(oos_signals)
-        full = model_signals(oos_proba[0][0], candles, ds.features, **sig_cfg)
-        full["side"] = 0
-        full.loc[combined.index, combined.columns] = combined
+        full = combined.reindex(candles.index)  # bars outside the test windows never trade
+        full["side"] = full["side"].fillna(0).astype(np.int8)
         first = position([combined.index[0]])[0]
         overall_bt = _backtest(candles, full, first, len(candles), bt_cfg, risk)
         y_all = pd.concat([ds.y.iloc[f.test] for f in folds])
@@ -152,14 +147,13 @@ def walk_forward(cfg: DictConfig) -> WalkForwardResult:
         overall.update({f"bt_{k}": v for k, v in overall_bt.metrics.items()})
         overall.update({f"bh_{k}": v for k, v in overall_bt.benchmark.items()})
         table = pd.DataFrame(rows)
-        mlflow.log_metrics(_finite(overall))
+        mlflow.log_metrics(finite_metrics(overall))
         with tempfile.TemporaryDirectory(prefix="trademl-wf-") as tmp:
             table.to_csv(Path(tmp) / "folds.csv", index=False)
             overall_bt.trades.to_csv(Path(tmp) / "trades.csv", index=False)
-            close = candles["close"].loc[overall_bt.equity.index]
             plot_equity(
                 overall_bt.equity,
-                overall_bt.equity.iloc[0] * close / close.iloc[0],
+                overall_bt.benchmark_equity,
                 Path(tmp) / "equity_curve.png",
                 title=f"walk-forward out-of-sample ({len(folds)} folds)",
             )
@@ -180,12 +174,6 @@ def _pooled_metrics(models_and_X, y, fwd, y_train) -> dict[str, float]:
     return {
         f"oos_{k.removeprefix('test_')}": v for k, v in metrics.items() if k.startswith("test_")
     }
-
-
-def _finite(metrics: dict[str, float]) -> dict[str, float]:
-    import math
-
-    return {k: v for k, v in metrics.items() if isinstance(v, float | int) and math.isfinite(v)}
 
 
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="walkforward")

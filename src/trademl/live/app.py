@@ -26,7 +26,7 @@ from trademl.live.feeds import Feed, FollowFeed, ReplayFeed
 from trademl.live.journal import Journal
 from trademl.live.runtime import Execution, LiveRuntime, LiveSummary, SymbolTrader
 from trademl.strategies import MLStrategy, ScalpingEMARSI
-from trademl.tracking import MlflowSettings, flatten, setup_tracking
+from trademl.tracking import MlflowSettings, config_params, setup_tracking
 
 __all__ = ["SessionTracker", "build_runtime", "build_strategy", "main", "run_live"]
 
@@ -189,11 +189,7 @@ def build_runtime(cfg: DictConfig) -> tuple[LiveRuntime, SessionTracker | None]:
     ]
     tracker = None
     if cfg.get("log_to_mlflow", True):
-        params = {
-            k: v
-            for k, v in flatten(OmegaConf.to_container(cfg, resolve=True)).items()
-            if not k.endswith("_target_")
-        }
+        params = config_params(cfg)
         tags = {
             "run_type": "live",
             "run_name": f"live-{'-'.join(symbols)}",

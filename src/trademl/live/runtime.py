@@ -87,7 +87,7 @@ class SymbolTrader:
         restored = journal.load_book(symbol)
         if restored is None:
             self.state, self.last_ts, self.entry_ts = new_state(cash), None, None
-            self.window = feed.history(None).iloc[:0].copy()
+            self.window = pd.DataFrame()  # filled by the first candle
         else:
             self.state, self.last_ts, self.entry_ts = restored
             history = feed.history(self.last_ts)
