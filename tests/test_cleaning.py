@@ -222,3 +222,102 @@ def test_any_input_cleans_to_valid_data_and_counts_add_up(rows, order, dup, miss
     assert report.rows_in == len(df)
     if len(out):
         validate_ohlcv(out)
+
+
+# --- non-finite and absurd values (issue 8, deliverable 7) ---------------------------------
+
+
+def _finite_and_squarable(out):
+    values = out.to_numpy()
+    assert np.isfinite(values).all()
+    with np.errstate(over="raise", under="ignore"):
+        assert np.isfinite(values**2).all()
+        assert np.isfinite(values[:, :4] * values[:, 4:5]).all()
+        assert np.isfinite(values[:, :4].prod(axis=1)).all()
+
+
+def test_non_finite_values_are_dropped_and_counted():
+    data = [OK, [100.0, np.inf, 99.0, 100.5, 1.0], OK, [100.0, 101.0, 99.0, 100.5, np.inf], OK]
+    data.append([100.0, 101.0, 99.0, 100.5, -np.inf])
+    out, report = clean_ohlcv_data(frame(data))
+    assert report.nonfinite_rows_dropped == 3 and len(out) == 3
+    assert "nonfinite rows dropped: 3" in report.summary()
+    invariant(report)
+    _finite_and_squarable(out)
+    with pytest.raises(DataError, match=r"non-finite or absurd values, first at 2024-01-01 01:00"):
+        clean_ohlcv_data(frame(data), {"absurd": "error"})
+
+
+@pytest.mark.parametrize(
+    "row",
+    [
+        [1e308, 1e308, 1e308, 1e308, 10.0],  # a price beyond any market
+        [100.0, 101.0, 99.0, 100.5, 1e308],  # a volume beyond any market
+        [100.0, 101.0, 1e-300, 100.5, 10.0],  # a price too small to square
+        [100.0, 1e8, 99.0, 100.5, 10.0],  # a high 10^6 times the closes around it
+        [1e8, 1e8, 1e8, 1e8, 10.0],  # a whole bar 10^6 times its neighbours
+    ],
+)
+@pytest.mark.parametrize("outliers", ["clip", "keep", "drop"])
+def test_absurd_values_are_dropped_and_counted(row, outliers):
+    # early in the file, before the outlier test has the 20 bars of history it needs
+    data = [OK, OK, OK, row, OK, OK, OK]
+    out, report = clean_ohlcv_data(frame(data), {"outliers": outliers})
+    assert report.absurd_rows_dropped == 1 and len(out) == 6
+    assert frame(data).index[3] not in out.index
+    invariant(report)
+    _finite_and_squarable(out)
+    validate_ohlcv(out)
+    with pytest.raises(DataError, match=r"1 row\(s\) with non-finite or absurd values"):
+        clean_ohlcv_data(frame(data), {"absurd": "error"})
+
+
+def test_a_lasting_crash_is_not_absurd():
+    # a price that falls a million-fold and stays there is a market, not a typo
+    rows = [[100.0, 101.0, 99.0, 100.0, 1.0]] * 20 + [[1e-4, 1.1e-4, 0.9e-4, 1e-4, 1.0]] * 20
+    out, report = clean_ohlcv_data(frame(rows))
+    assert report.absurd_rows_dropped == 0 and len(out) == 40
+
+
+def test_defaults_leave_normal_data_alone(candles):
+    _, report = clean_ohlcv_data(candles * 1e-6)
+    assert report.absurd_rows_dropped == report.nonfinite_rows_dropped == 0
+    _, report = clean_ohlcv_data(candles * 1e6)
+    assert report.absurd_rows_dropped == report.nonfinite_rows_dropped == 0
+
+
+def test_inf_and_huge_values_in_a_file_never_reach_the_features(tmp_path, candles):
+    from trademl.data import load_ohlcv_data
+    from trademl.features import build_feature_matrix
+
+    raw = candles.copy()
+    raw.iloc[10, 3] = np.inf
+    raw.iloc[200, 4] = 1e308
+    raw.iloc[300, :4] = 1e308
+    raw.iloc[400, 1] = raw.iloc[400, 1] * 1e6
+    path = tmp_path / "bad.csv"
+    raw.to_csv(path, index_label="timestamp")
+    loaded = load_ohlcv_data(path)
+    for outliers in ("clip", "keep", "drop"):
+        out, report = clean_ohlcv_data(loaded, {"outliers": outliers})
+        assert report.nonfinite_rows_dropped == 1 and report.absurd_rows_dropped == 3
+        _finite_and_squarable(out)
+        assert np.isfinite(build_feature_matrix(out).to_numpy()).all()
+
+
+def test_gap_fill_refuses_to_insert_an_absurd_number_of_rows():
+    idx = pd.DatetimeIndex(
+        ["2024-01-01 00:00:00", "2024-01-01 00:00:01", "2024-01-01 00:00:02", "2030-01-01"],
+        tz="UTC",
+    )
+    with pytest.raises(DataError, match=r"filling the gaps would insert 189\d+ rows"):
+        clean_ohlcv_data(frame([OK] * 4, index=idx), {"gaps": "fill"})
+
+
+def test_index_beyond_nanoseconds_and_duplicate_columns_are_data_errors():
+    idx = pd.DatetimeIndex(np.array(["2024-01-01", "2900-01-01"], dtype="datetime64[s]"))
+    with pytest.raises(DataError, match=r"timestamp 2900-01-01 00:00:00 at row 1 is out of range"):
+        clean_ohlcv_data(frame([OK, OK], index=idx))
+    df = pd.concat([frame([OK, OK]), frame([OK, OK])[["close"]]], axis=1)
+    with pytest.raises(DataError, match=r"column 'close' appears 2 times"):
+        clean_ohlcv_data(df)

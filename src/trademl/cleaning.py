@@ -1,10 +1,11 @@
 """Cleaning raw OHLCV candles, counting every row touched.
 
 :func:`clean_ohlcv_data` applies, in this order: sort, de-duplicate, drop
-non-positive prices, handle missing values, repair invalid OHLC relations, fix
-negative volume, treat return outliers and report (or fill) gaps in the time
-grid. Each case has a policy in :class:`CleaningConfig`; the returned
-:class:`CleaningReport` counts every row each step touched, so that
+non-positive prices, drop non-finite and absurd values, handle missing values,
+repair invalid OHLC relations, fix negative volume, treat return outliers and
+report (or fill) gaps in the time grid. Each case has a policy in
+:class:`CleaningConfig`; the returned :class:`CleaningReport` counts every row
+each step touched, so that
 ``rows_out == rows_in - rows_dropped + rows_inserted`` always holds.
 """
 
@@ -19,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from trademl._config import check_choice, check_positive_int, coerce_config
-from trademl.data import OHLCV_COLUMNS, PRICE_COLUMNS, count_out_of_order
+from trademl.data import MAX_VALUE, MIN_PRICE, OHLCV_COLUMNS, PRICE_COLUMNS, count_out_of_order
 from trademl.errors import ConfigError, DataError
 
 __all__ = ["CleaningConfig", "CleaningReport", "clean_ohlcv_data"]
@@ -27,6 +28,11 @@ __all__ = ["CleaningConfig", "CleaningReport", "clean_ohlcv_data"]
 log = logging.getLogger(__name__)
 
 _MAD_TO_SIGMA = 1.4826
+# A price this many times above (or below) the median close of the bars around it is absurd.
+SPIKE_FACTOR = 1e5
+SPIKE_WINDOW = 11  # bars, centred on the one tested and including it
+# gaps=fill inserts at most this many rows, or 10 per existing row if that is more.
+_MAX_FILL_ROWS = 1_000_000
 
 
 @dataclass(frozen=True)
@@ -42,6 +48,12 @@ class CleaningConfig:
         the first, drop all of them, or reject.
     nonpositive_price : {"drop", "error"}
         Rows with a price <= 0 cannot be repaired: drop or reject.
+    absurd : {"drop", "error"}
+        Rows with a non-finite value (``inf``, ``-inf``), a value no market has (a price
+        outside ``[1e-30, 1e30]``, a volume above ``1e30``: ``trademl.data.MIN_PRICE`` and
+        ``MAX_VALUE``) or a price more than ``SPIKE_FACTOR`` (1e5) times above or below the
+        median close of the ``SPIKE_WINDOW`` (11) bars centred on it: drop or reject. A
+        price level that lasts more than half the window is a market move, not a typo.
     missing : {"fill", "drop", "error"}
         Rows with NaN: ``fill`` takes missing prices from the previous close (a
         flat candle) and missing volume as 0; leading rows with no earlier close
@@ -67,6 +79,7 @@ class CleaningConfig:
     unsorted: str = "sort"
     duplicates: str = "last"
     nonpositive_price: str = "drop"
+    absurd: str = "drop"
     missing: str = "fill"
     invalid_ohlc: str = "repair"
     negative_volume: str = "zero"
@@ -80,6 +93,7 @@ class CleaningConfig:
         check_choice("cleaning.unsorted", self.unsorted, ("sort", "error"))
         check_choice("cleaning.duplicates", self.duplicates, ("last", "first", "drop", "error"))
         check_choice("cleaning.nonpositive_price", self.nonpositive_price, ("drop", "error"))
+        check_choice("cleaning.absurd", self.absurd, ("drop", "error"))
         check_choice("cleaning.missing", self.missing, ("fill", "drop", "error"))
         check_choice("cleaning.invalid_ohlc", self.invalid_ohlc, ("repair", "drop", "error"))
         check_choice("cleaning.negative_volume", self.negative_volume, ("zero", "drop", "error"))
@@ -103,6 +117,8 @@ class CleaningReport:
     unsorted_rows: int = 0
     duplicate_rows_dropped: int = 0
     nonpositive_rows_dropped: int = 0
+    nonfinite_rows_dropped: int = 0
+    absurd_rows_dropped: int = 0
     missing_rows_filled: int = 0
     missing_rows_dropped: int = 0
     invalid_ohlc_repaired: int = 0
@@ -125,6 +141,8 @@ class CleaningReport:
         return (
             self.duplicate_rows_dropped
             + self.nonpositive_rows_dropped
+            + self.nonfinite_rows_dropped
+            + self.absurd_rows_dropped
             + self.missing_rows_dropped
             + self.invalid_ohlc_dropped
             + self.negative_volume_dropped
@@ -187,13 +205,15 @@ def clean_ohlcv_data(
     source = df.attrs.get("source", "data") if isinstance(df, pd.DataFrame) else "data"
     _check_shape(df, source)
     report = CleaningReport(rows_in=len(df))
-    out = df.loc[:, list(OHLCV_COLUMNS)].astype(np.float64)
-    index = out.index.tz_localize("UTC") if out.index.tz is None else out.index.tz_convert("UTC")
-    out.index = index.as_unit("ns").rename("timestamp")
+    out = pd.DataFrame(
+        {c: df[c].to_numpy(dtype=np.float64, na_value=np.nan) for c in OHLCV_COLUMNS},
+        index=_utc_ns(df.index, source),
+    )
 
     out = _sort(out, df, cfg, report, source)
     out = _dedupe(out, cfg, report, source)
     out = _nonpositive(out, cfg, report, source)
+    out = _absurd(out, cfg, report, source)
     out = _missing(out, cfg, report, source)
     out = _invalid_ohlc(out, cfg, report, source)
     out = _negative_volume(out, cfg, report, source)
@@ -218,11 +238,34 @@ def _check_shape(df: Any, source: str) -> None:
     if not isinstance(df.index, pd.DatetimeIndex):
         raise DataError(f"{source}: index must be a DatetimeIndex, got {type(df.index).__name__}")
     for c in OHLCV_COLUMNS:
-        if not pd.api.types.is_numeric_dtype(df[c]) or pd.api.types.is_bool_dtype(df[c]):
-            raise DataError(f"{source}: column '{c}' must be numeric, got dtype {df[c].dtype}")
+        count = int((df.columns == c).sum())
+        if count > 1:
+            raise DataError(f"{source}: column '{c}' appears {count} times; keep one")
+        dtype = df[c].dtype
+        if (
+            not pd.api.types.is_numeric_dtype(dtype)
+            or pd.api.types.is_bool_dtype(dtype)
+            or pd.api.types.is_complex_dtype(dtype)
+        ):
+            raise DataError(f"{source}: column '{c}' must be numeric, got dtype {dtype}")
     if df.index.hasnans:
         i = int(np.flatnonzero(df.index.isna())[0])
         raise DataError(f"{source}: missing timestamp at row {i}")
+
+
+def _utc_ns(index: pd.DatetimeIndex, source: str) -> pd.DatetimeIndex:
+    """The index in UTC nanoseconds; a time beyond that range (1677..2262) is a DataError."""
+    index = index.tz_localize("UTC") if index.tz is None else index.tz_convert("UTC")
+    per_unit = {"s": 1_000_000_000, "ms": 1_000_000, "us": 1_000, "ns": 1}[index.unit]
+    limit = np.iinfo(np.int64).max // per_unit
+    bad = np.abs(index.asi8) > limit
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise DataError(
+            f"{source}: timestamp {index[i].tz_localize(None)} at row {i} is out of range "
+            "(pandas datetimes span 1677-09-21 to 2262-04-11); fix or drop that row"
+        )
+    return index.as_unit("ns").rename("timestamp")
 
 
 def _reject(source: str, what: str, out: pd.DataFrame, mask: np.ndarray, hint: str) -> DataError:
@@ -275,6 +318,34 @@ def _nonpositive(out, cfg, report, source):
         report.nonpositive_rows_dropped = int(bad.sum())
         out = out[~bad]
     return out
+
+
+def _absurd(out, cfg, report, source):
+    values = out.to_numpy()
+    prices = values[:, :4]
+    with np.errstate(invalid="ignore"):
+        nonfinite = np.isinf(values).any(axis=1)
+        hard = (np.abs(values) > MAX_VALUE).any(axis=1) | (prices < MIN_PRICE).any(axis=1)
+    hard &= ~nonfinite
+    close = pd.Series(np.where(nonfinite | hard, np.nan, values[:, 3]))
+    ref = close.rolling(SPIKE_WINDOW, center=True, min_periods=3).median().to_numpy()
+    with np.errstate(invalid="ignore", divide="ignore"):
+        distance = np.abs(np.log(prices / ref[:, None]))
+        spike = ~(nonfinite | hard) & (distance > np.log(SPIKE_FACTOR)).any(axis=1)
+    bad = nonfinite | hard | spike
+    if not bad.any():
+        return out
+    if cfg.absurd == "error":
+        raise _reject(
+            source,
+            "non-finite or absurd values",
+            out,
+            bad,
+            "fix them at the source, or set cleaning.absurd=drop to drop those rows",
+        )
+    report.nonfinite_rows_dropped = int(nonfinite.sum())
+    report.absurd_rows_dropped = int((hard | spike).sum())
+    return out[~bad]
 
 
 def _missing(out, cfg, report, source):
@@ -458,6 +529,13 @@ def _gaps(out, cfg, report, source):
         )
     if cfg.gaps == "report":
         return out
+    limit = max(_MAX_FILL_ROWS, 10 * len(out))
+    if report.missing_bars > limit:
+        raise DataError(
+            f"{source}: filling the gaps would insert {report.missing_bars} rows (more than "
+            f"{limit}; bar interval {report.freq}, largest gap {report.largest_gap}); set "
+            "cleaning.freq to the real bar interval, or cleaning.gaps=report"
+        )
     full = pd.date_range(out.index[0], out.index[-1], freq=pd.Timedelta(step, unit="ns"))
     full = full.union(out.index)
     filled = out.reindex(full)
