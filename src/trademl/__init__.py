@@ -6,7 +6,9 @@ from trademl.errors import (
     ConfigError,
     DataError,
     InsufficientDataError,
+    JournalLockedError,
     ModelError,
+    TrackingError,
     TradeMLError,
 )
 from trademl.features import (
@@ -59,10 +61,12 @@ __all__ = [
     "DataError",
     "FeatureConfig",
     "InsufficientDataError",
+    "JournalLockedError",
     "LabelConfig",
     "ModelError",
     "PreparedData",
     "SplitConfig",
+    "TrackingError",
     "TradeMLError",
     "__version__",
     "align_data_for_training",

@@ -9,14 +9,12 @@ version gets a ``last_backtest_run`` tag back).
 
 from __future__ import annotations
 
+import contextlib
 import logging
-import tempfile
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import hydra
-import mlflow
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
@@ -26,14 +24,7 @@ from trademl.cleaning import clean_ohlcv_data
 from trademl.errors import exit_on_user_error
 from trademl.performance import plot_equity
 from trademl.strategies import MLStrategy
-from trademl.tracking import (
-    config_params,
-    finite_metrics,
-    flatten,
-    log_dataset,
-    log_params,
-    setup_tracking,
-)
+from trademl.tracking import RunRecorder, config_params, flatten, setup_tracking, signals_raise
 
 __all__ = ["BacktestRun", "log_backtest", "main", "run_backtest"]
 
@@ -62,50 +53,47 @@ def _start(cfg_start: Any, strategy: Any, candles: pd.DataFrame) -> tuple[Any, b
 
 
 def run_backtest(cfg: DictConfig) -> BacktestRun:
-    """Load data, build the strategy, backtest it, and log the run (``log_to_mlflow``)."""
-    settings, experiment_id = setup_tracking(instantiate_node(cfg.mlflow, "mlflow"))
-    raw = instantiate_node(cfg.data, "data")
-    candles, _ = clean_ohlcv_data(raw, instantiate_node(cfg.cleaning, "cleaning"))
-    candles.attrs["source"] = raw.attrs.get("source", "data")
+    """Load data, build the strategy, backtest it, and log the run (``log_to_mlflow``).
+
+    The run is open from the strategy's loading to the last artifact: it ends FINISHED,
+    FAILED (any error) or KILLED (SIGINT/SIGTERM).
+    """
+    log_run = bool(cfg.get("log_to_mlflow", True))
+    cleaning = instantiate_node(cfg.cleaning, "cleaning")
+    risk = instantiate_node(cfg.risk, "risk")
     bt_cfg = OmegaConf.to_container(cfg.backtest, resolve=True)
-    if bt_cfg.get("end"):
-        candles = candles.loc[: pd.Timestamp(bt_cfg["end"])]
-    strategy = instantiate_node(cfg.strategy, "strategy")
-    start, overlap = _start(bt_cfg.get("start"), strategy, candles)
-    if overlap:
-        log.warning("the backtest window overlaps the model's training period: in-sample")
-    backtest = Backtest.from_settings(
-        candles, strategy, bt_cfg, risk=instantiate_node(cfg.risk, "risk"), start=start
+    settings, experiment_id = (
+        setup_tracking(instantiate_node(cfg.mlflow, "mlflow")) if log_run else (None, None)
     )
-    result = backtest.run()
-    run_id = None
-    if cfg.get("log_to_mlflow", True):
-        run_id = log_backtest(
-            result, strategy, candles, cfg, experiment_id, settings, in_sample=overlap
-        )
-    return BacktestRun(result=result, run_id=run_id, strategy=strategy, in_sample_overlap=overlap)
-
-
-def log_backtest(
-    result: BacktestResult,
-    strategy: Any,
-    candles: pd.DataFrame,
-    cfg: DictConfig | None,
-    experiment_id: str,
-    settings: Any,
-    *,
-    in_sample: bool = False,
-    run_name: str | None = None,
-    nested: bool = False,
-) -> str:
-    """One MLflow run for a backtest: params, metrics, figures, trades, model links."""
-    tags = {
-        "run_type": "backtest",
-        "strategy": getattr(strategy, "name", "signals"),
-        "strategy_type": getattr(strategy, "strategy_type", "unknown"),
-        "in_sample_overlap": str(in_sample).lower(),
-    }
+    strategy = instantiate_node(cfg.strategy, "strategy")
     model = strategy.load() if isinstance(strategy, MLStrategy) else None
+    with signals_raise(), _open_run(settings, experiment_id, strategy, model) as rec:
+        raw = instantiate_node(cfg.data, "data")
+        candles, _ = clean_ohlcv_data(raw, cleaning)
+        candles.attrs["source"] = raw.attrs.get("source", "data")
+        if bt_cfg.get("end"):
+            candles = candles.loc[: pd.Timestamp(bt_cfg["end"])]
+        start, overlap = _start(bt_cfg.get("start"), strategy, candles)
+        if overlap:
+            log.warning("the backtest window overlaps the model's training period: in-sample")
+        backtest = Backtest.from_settings(candles, strategy, bt_cfg, risk=risk, start=start)
+        result = backtest.run()
+        if rec is not None:
+            log_backtest(rec, result, strategy, candles, cfg, in_sample=overlap)
+    return BacktestRun(
+        result=result,
+        run_id=rec.run_id if rec is not None else None,
+        strategy=strategy,
+        in_sample_overlap=overlap,
+    )
+
+
+def _open_run(settings, experiment_id, strategy, model) -> Any:
+    """The backtest's run (named after the model version or the strategy), or none."""
+    if settings is None:
+        return contextlib.nullcontext()
+    name = getattr(strategy, "name", "signals")
+    tags = {"run_type": "backtest", "strategy": name}
     if model is not None:
         tags.update(
             model_uri=strategy.uri,
@@ -113,32 +101,42 @@ def log_backtest(
             model_version=str(model.version),
             model_run_id=str(model.run_id),
         )
-    name = run_name or (
-        f"backtest-{model.name}-v{model.version}" if model else f"backtest-{tags['strategy']}"
+    run_name = f"backtest-{model.name}-v{model.version}" if model else f"backtest-{name}"
+    return RunRecorder.start(settings, experiment_id, run_name=run_name, tags=tags)
+
+
+def log_backtest(
+    rec: RunRecorder,
+    result: BacktestResult,
+    strategy: Any,
+    candles: pd.DataFrame,
+    cfg: DictConfig | None,
+    *,
+    in_sample: bool = False,
+) -> None:
+    """What a backtest run holds: params, metrics, figures, trades, links to the model."""
+    rec.set_tags(
+        {
+            "strategy_type": getattr(strategy, "strategy_type", "unknown"),
+            "in_sample_overlap": str(in_sample).lower(),
+        }
     )
-    with mlflow.start_run(experiment_id=experiment_id, run_name=name, nested=nested) as run:
-        mlflow.set_tags(tags)
-        params = config_params(cfg) if cfg is not None else {}
-        params.update(flatten({"backtest": result.settings}))
-        log_params(params)
-        log_dataset(candles, context="backtest")
-        mlflow.log_metrics(finite_metrics(result.metrics))
-        mlflow.log_metrics(finite_metrics({f"bh_{k}": v for k, v in result.benchmark.items()}))
-        with tempfile.TemporaryDirectory(prefix="trademl-bt-") as tmp:
-            tmp_path = Path(tmp)
-            plot_equity(
-                result.equity, result.benchmark_equity, tmp_path / "equity_curve.png", title=name
-            )
-            result.trades.to_csv(tmp_path / "trades.csv", index=False)
-            result.equity.to_frame().assign(position=result.position).to_csv(
-                tmp_path / "equity.csv", index_label="timestamp"
-            )
-            mlflow.log_artifacts(tmp, artifact_path="backtest")
-    if model is not None and model.name and model.version:
-        settings.client().set_model_version_tag(
-            model.name, model.version, "last_backtest_run", run.info.run_id
+    params = config_params(cfg) if cfg is not None else {}
+    params.update(flatten({"backtest": result.settings}))
+    rec.log_params(params)
+    rec.log_dataset(candles, context="backtest")
+    rec.log_metrics(result.metrics)
+    rec.log_metrics({f"bh_{k}": v for k, v in result.benchmark.items()})
+    title = rec.client.get_run(rec.run_id).info.run_name
+    with rec.artifact_dir("backtest") as tmp:
+        plot_equity(result.equity, result.benchmark_equity, tmp / "equity_curve.png", title=title)
+        result.trades.to_csv(tmp / "trades.csv", index=False)
+        result.equity.to_frame().assign(position=result.position).to_csv(
+            tmp / "equity.csv", index_label="timestamp"
         )
-    return run.info.run_id
+    model = strategy.load() if isinstance(strategy, MLStrategy) else None
+    if model is not None and model.name and model.version:
+        rec.client.set_model_version_tag(model.name, model.version, "last_backtest_run", rec.run_id)
 
 
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="backtest")

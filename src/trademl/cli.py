@@ -173,24 +173,16 @@ def _run_hydra(command: str, args: Sequence[str]) -> int:
     return 0
 
 
-def default_tracking_uri() -> str:
-    """The tracking URI of the default ``mlflow`` config (conf/mlflow/local.yaml)."""
-    from omegaconf import OmegaConf
-
-    from trademl._hydra import CONFIG_DIR
-
-    node = OmegaConf.load(CONFIG_DIR / "mlflow" / "local.yaml")
-    return str(node.tracking_uri)
-
-
 def _cmd_models(args: argparse.Namespace) -> int:
     from trademl import registry
 
-    uri = args.tracking_uri or default_tracking_uri()
+    uri = args.tracking_uri  # None: MLFLOW_TRACKING_URI, else sqlite:///mlflow.db
     if args.models_command == "list":
         rows = registry.list_models(args.name, tracking_uri=uri)
         if not rows:
-            print(f"no registered models in {uri}")
+            from trademl.tracking import MlflowSettings
+
+            print(f"no registered models in {MlflowSettings(tracking_uri=uri).describe()}")
             return 0
         table = pd.DataFrame(rows).drop(columns=["created"])
         table["aliases"] = table["aliases"].map(lambda a: ",".join(a) or "-")
@@ -257,7 +249,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     models = sub.add_parser("models", help="the MLflow model registry")
-    models.add_argument("--tracking-uri", help="default: mlflow.tracking_uri of the config")
+    models.add_argument(
+        "--tracking-uri", help="default: MLFLOW_TRACKING_URI, else sqlite:///mlflow.db"
+    )
     msub = models.add_subparsers(dest="models_command", required=True)
     mlist = msub.add_parser("list", help="versions with stage, aliases and key test metrics")
     mlist.add_argument("name", nargs="?")

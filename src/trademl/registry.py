@@ -16,18 +16,19 @@ Promotion sets both the ``Production`` stage (archiving the previous one) and th
 from __future__ import annotations
 
 import re
+import tempfile
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-import mlflow
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
-from trademl.errors import ModelError
-from trademl.tracking import MlflowSettings
+from trademl.errors import ModelError, TrackingError
+from trademl.tracking.model_files import download_model_files, load_model_dir
+from trademl.tracking.settings import MlflowSettings
 
 __all__ = [
     "KEY_METRICS",
@@ -124,8 +125,22 @@ def parse_model_uri(reference: str, *, default_stage: str = "Production") -> Mod
     raise ModelError(f"{ref!r} is not a model reference")
 
 
-def _settings(tracking_uri: str | None) -> MlflowSettings:
-    return MlflowSettings(tracking_uri=tracking_uri) if tracking_uri else MlflowSettings()
+def _store(tracking_uri: str | None) -> tuple[MlflowSettings, Any]:
+    """Settings and a client for an existing store (a lookup never creates an empty one)."""
+    settings = MlflowSettings(tracking_uri=tracking_uri)
+    settings.require_store()
+    return settings, settings.client()
+
+
+@contextmanager
+def _store_errors(settings: MlflowSettings) -> Iterator[None]:
+    """MLflow failures that are not about a model (an unreachable server) as TrackingError."""
+    try:
+        yield
+    except MlflowException as exc:
+        raise TrackingError(
+            f"MLflow store {settings.describe()} failed: {' '.join(exc.message.split())[:300]}"
+        ) from None
 
 
 def _versions(client, name: str) -> list[ModelVersion]:
@@ -156,6 +171,8 @@ def _require_model(client, name: str) -> None:
     try:
         client.get_registered_model(name)
     except MlflowException as exc:
+        if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
+            raise
         names = sorted(m.name for m in client.search_registered_models())
         raise ModelError(
             f"no registered model {name!r} in {client.tracking_uri}; registered models: "
@@ -176,7 +193,12 @@ def resolve_version(reference: str, *, tracking_uri: str | None = None) -> Model
     ref = parse_model_uri(reference)
     if ref.name is None:
         return None
-    client = _settings(tracking_uri).client()
+    settings, client = _store(tracking_uri)
+    with _store_errors(settings):
+        return _resolve(client, ref)
+
+
+def _resolve(client, ref: ModelRef) -> ModelVersion:
     _require_model(client, ref.name)
     versions = _versions(client, ref.name)
     if ref.version is not None:
@@ -190,6 +212,8 @@ def resolve_version(reference: str, *, tracking_uri: str | None = None) -> Model
         try:
             return client.get_model_version_by_alias(ref.name, ref.alias)
         except MlflowException as exc:
+            if exc.error_code not in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+                raise
             raise ModelError(
                 f"{ref.name!r} has no alias {ref.alias!r}; versions: {_describe(versions)}. "
                 f"Set it with `trademl models promote {ref.name} VERSION`"
@@ -204,32 +228,53 @@ def resolve_version(reference: str, *, tracking_uri: str | None = None) -> Model
 
 
 def load_model(reference: str, *, tracking_uri: str | None = None) -> LoadedModel:
-    """Load a model and the trademl metadata stored with it.
+    """Load a model and the trademl metadata stored with it, safely.
 
-    The reference is resolved to one exact version first, so the model and the
-    reported version always agree.
+    The reference is resolved to one exact version first, so the model and the reported
+    version always agree. The files load through skops with trademl's own trusted types
+    (:func:`trademl.tracking.model_files.load_model_dir`), whatever the model's ``MLmodel``
+    says; anything else is a :class:`ModelError` naming the model and version.
     """
-    settings = _settings(tracking_uri)
-    mlflow.set_tracking_uri(settings.tracking_uri)
-    mlflow.set_registry_uri(settings.tracking_uri)
-    version = resolve_version(reference, tracking_uri=settings.tracking_uri)
+    settings, client = _store(tracking_uri)
     ref = parse_model_uri(reference)
-    uri = f"models:/{version.name}/{version.version}" if version is not None else ref.uri
-    try:
-        model = mlflow.sklearn.load_model(uri)
-        info = mlflow.models.get_model_info(uri)
-    except MlflowException as exc:
-        raise ModelError(f"cannot load {reference!r} ({uri}): {exc.message}") from exc
-    except OSError as exc:
-        raise ModelError(f"cannot load {reference!r} ({uri}): {exc}") from exc
+    with _store_errors(settings):
+        version = _resolve(client, ref) if ref.name is not None else None
+        if version is not None:
+            what = f"models:/{version.name}/{version.version}"
+            source = client.get_model_version_download_uri(version.name, version.version)
+        else:
+            what, source = ref.uri, _unregistered_source(client, ref)
+    with tempfile.TemporaryDirectory(prefix="trademl-load-") as tmp:
+        files = download_model_files(source, settings, what, tmp)
+        model = load_model_dir(files)
     return LoadedModel(
         model=model,
-        uri=uri,
+        uri=what,
         name=version.name if version else None,
         version=str(version.version) if version else None,
         run_id=version.run_id if version else ref.run_id,
-        metadata=dict(info.metadata or {}),
+        metadata=files.metadata,
     )
+
+
+def _unregistered_source(client, ref: ModelRef) -> str:
+    """The artifact location of ``runs:/RUN_ID/PATH`` or of a logged model ``models:/m-...``."""
+    if ref.run_id is None:
+        model_id = ref.uri.removeprefix("models:/")
+        try:
+            return client.get_logged_model(model_id).artifact_location
+        except MlflowException as exc:
+            raise ModelError(f"{ref.uri}: no such logged model ({exc.message})") from None
+    path = ref.uri.removeprefix("runs:/").split("/", 1)[1].strip("/")
+    try:
+        run = client.get_run(ref.run_id)
+    except MlflowException as exc:
+        raise ModelError(f"{ref.uri}: no run {ref.run_id} in {client.tracking_uri}") from exc
+    for output in (run.outputs.model_outputs if run.outputs else None) or []:
+        logged = client.get_logged_model(output.model_id)
+        if logged.name == path:
+            return logged.artifact_location
+    return f"{run.info.artifact_uri.rstrip('/')}/{path}"  # a model saved as run artifacts
 
 
 def promote_model(
@@ -241,17 +286,18 @@ def promote_model(
     tracking_uri: str | None = None,
 ) -> ModelVersion:
     """Move ``version`` to ``stage`` (archiving the versions there) and set ``alias`` on it."""
-    client = _settings(tracking_uri).client()
-    target = resolve_version(f"models:/{name}/{version}", tracking_uri=client.tracking_uri)
     if stage not in STAGES:
         raise ModelError(f"unknown stage {stage!r}; stages are {', '.join(STAGES)}")
-    with _quiet_stages():
-        client.transition_model_version_stage(
-            name, target.version, stage, archive_existing_versions=stage != "None"
-        )
-    if alias:
-        client.set_registered_model_alias(name, alias, target.version)
-    return client.get_model_version(name, target.version)
+    settings, client = _store(tracking_uri)
+    with _store_errors(settings):
+        target = _resolve(client, parse_model_uri(f"models:/{name}/{version}"))
+        with _quiet_stages():
+            client.transition_model_version_stage(
+                name, target.version, stage, archive_existing_versions=stage != "None"
+            )
+        if alias:
+            client.set_registered_model_alias(name, alias, target.version)
+        return client.get_model_version(name, target.version)
 
 
 def _run_metrics(client, run_id: str | None) -> dict[str, float]:
@@ -280,39 +326,43 @@ def list_models(
     name: str | None = None, *, tracking_uri: str | None = None
 ) -> list[dict[str, Any]]:
     """One row per model version: name, version, stage, aliases, run id, key test metrics."""
-    client = _settings(tracking_uri).client()
-    if name is not None:
-        _require_model(client, name)
-        names = [name]
-    else:
-        names = sorted(m.name for m in client.search_registered_models())
-    return [_version_row(client, v) for n in names for v in _versions(client, n)]
+    settings, client = _store(tracking_uri)
+    with _store_errors(settings):
+        if name is not None:
+            _require_model(client, name)
+            names = [name]
+        else:
+            names = sorted(m.name for m in client.search_registered_models())
+        return [_version_row(client, v) for n in names for v in _versions(client, n)]
 
 
 def get_model_info(reference: str, *, tracking_uri: str | None = None) -> dict[str, Any]:
     """Everything about one version: registry fields, run params/metrics, trademl metadata."""
-    settings = _settings(tracking_uri)
-    client = settings.client()
+    settings, client = _store(tracking_uri)
     ref = parse_model_uri(reference, default_stage="Production")
-    if ref.name is not None and ref.stage == "Production" and "/" not in reference:
-        # bare name: describe the whole model, not only its Production version
-        _require_model(client, ref.name)
-        return {"name": ref.name, "versions": list_models(ref.name, tracking_uri=tracking_uri)}
-    version = resolve_version(reference, tracking_uri=settings.tracking_uri)
-    if version is None:
-        raise ModelError(f"{reference!r} is not a registry reference; use models:/NAME/...")
-    row = _version_row(client, version)
-    run = client.get_run(version.run_id) if version.run_id else None
-    mlflow.set_tracking_uri(settings.tracking_uri)
-    info = mlflow.models.get_model_info(f"models:/{version.name}/{version.version}")
+    with _store_errors(settings):
+        if ref.name is not None and ref.stage == "Production" and "/" not in reference:
+            # bare name: describe the whole model, not only its Production version
+            _require_model(client, ref.name)
+            versions = list_models(ref.name, tracking_uri=settings.tracking_uri)
+            return {"name": ref.name, "versions": versions}
+        if ref.name is None:
+            raise ModelError(f"{reference!r} is not a registry reference; use models:/NAME/...")
+        version = _resolve(client, ref)
+        row = _version_row(client, version)
+        run = client.get_run(version.run_id) if version.run_id else None
+        source = client.get_model_version_download_uri(version.name, version.version)
+    what = f"models:/{version.name}/{version.version}"
+    with tempfile.TemporaryDirectory(prefix="trademl-info-") as tmp:
+        files = download_model_files(source, settings, what, tmp, only_mlmodel=True)
     row.update(
         source=version.source,
         description=version.description,
         tags=dict(version.tags),
         metrics=dict(run.data.metrics) if run else {},
         params=dict(run.data.params) if run else {},
-        trademl=dict((info.metadata or {}).get("trademl", {})),
-        signature_inputs=len(info.signature.inputs.inputs) if info.signature else None,
+        trademl=dict(files.metadata.get("trademl", {})),
+        signature_inputs=files.signature_inputs,
     )
     return row
 
@@ -321,12 +371,13 @@ def delete_model(
     name: str, version: int | str | None = None, *, tracking_uri: str | None = None
 ) -> str:
     """Delete one version, or the registered model with all its versions. Returns what went."""
-    client = _settings(tracking_uri).client()
-    _require_model(client, name)
-    if version is None:
-        count = len(_versions(client, name))
-        client.delete_registered_model(name)
-        return f"deleted registered model {name!r} and its {count} version(s)"
-    target = resolve_version(f"models:/{name}/{version}", tracking_uri=client.tracking_uri)
-    client.delete_model_version(name, target.version)
-    return f"deleted version {target.version} of {name!r}"
+    settings, client = _store(tracking_uri)
+    with _store_errors(settings):
+        _require_model(client, name)
+        if version is None:
+            count = len(_versions(client, name))
+            client.delete_registered_model(name)
+            return f"deleted registered model {name!r} and its {count} version(s)"
+        target = _resolve(client, parse_model_uri(f"models:/{name}/{version}"))
+        client.delete_model_version(name, target.version)
+        return f"deleted version {target.version} of {name!r}"

@@ -18,6 +18,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from trademl.errors import TradeMLError
+from trademl.tracking import RunRecorder, setup_tracking
 
 __all__ = ["MlflowSweepCallback", "best_child"]
 
@@ -28,8 +29,6 @@ PARENT_RUN_FILE = ".mlflow_parent_run_id"
 
 def _settings(config: DictConfig):
     import hydra
-
-    from trademl.tracking import setup_tracking
 
     return setup_tracking(hydra.utils.instantiate(config.mlflow, _convert_="all"))
 
@@ -49,7 +48,15 @@ def best_child(client, parent_run_id: str, experiment_id: str, metric: str, dire
 
 
 class MlflowSweepCallback(Callback):
-    """Create the sweep's parent run and summarise the best child into it."""
+    """Create the sweep's parent run and summarise the best child into it.
+
+    The parent run is a :class:`~trademl.tracking.RunRecorder` registered as open: if the
+    sweep stops early (a failed job, SIGINT/SIGTERM), the ``trademl`` command ends it as
+    FAILED or KILLED, and with it any child run that a killed worker left RUNNING.
+    """
+
+    def __init__(self) -> None:
+        self._parent = None
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         try:
@@ -57,9 +64,9 @@ class MlflowSweepCallback(Callback):
         except TradeMLError as exc:
             log.error("MLflow sweep parent not created: %s", exc)
             return
-        client = settings.client()
         overrides = " ".join(config.hydra.overrides.task)
-        run = client.create_run(
+        self._parent = _SweepParent.start(
+            settings,
             experiment_id,
             run_name=f"sweep-{Path(config.hydra.sweep.dir).name}",
             tags={
@@ -70,32 +77,59 @@ class MlflowSweepCallback(Callback):
         )
         sweep_dir = Path(config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
-        (sweep_dir / PARENT_RUN_FILE).write_text(run.info.run_id)
-        log.info("MLflow parent run %s for the sweep in %s", run.info.run_id, sweep_dir)
+        (sweep_dir / PARENT_RUN_FILE).write_text(self._parent.run_id)
+        log.info("MLflow parent run %s for the sweep in %s", self._parent.run_id, sweep_dir)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         marker = Path(config.hydra.sweep.dir) / PARENT_RUN_FILE
-        if not marker.exists():
+        if self._parent is None or not marker.exists():
             return
-        parent = marker.read_text().strip()
-        settings, experiment_id = _settings(config)
-        client = settings.client()
+        parent = self._parent
+        client = parent.client
         metric = str(config.optimized_metric)
         direction = str(config.get("optimized_direction", "maximize"))
-        best, runs = best_child(client, parent, experiment_id, metric, direction)
-        client.log_metric(parent, "sweep_jobs", len(runs))
+        best, runs = best_child(client, parent.run_id, parent.experiment_id, metric, direction)
+        parent.log_metrics({"sweep_jobs": len(runs)})
         if best is not None:
-            client.log_metric(parent, f"best_{metric}", best.data.metrics[metric])
-            for key, value in best.data.metrics.items():
-                if key.startswith("test_"):
-                    client.log_metric(parent, f"best.{key}", value)
-            client.set_tag(parent, "best_run_id", best.info.run_id)
-            client.set_tag(parent, "best_overrides", best.data.tags.get("hydra_overrides", ""))
-            client.set_tag(parent, "optimized_metric", f"{metric} ({direction})")
+            parent.log_metrics(
+                {f"best_{metric}": best.data.metrics[metric]}
+                | {f"best.{k}": v for k, v in best.data.metrics.items() if k.startswith("test_")}
+            )
+            parent.set_tags(
+                {
+                    "best_run_id": best.info.run_id,
+                    "best_overrides": best.data.tags.get("hydra_overrides", ""),
+                    "optimized_metric": f"{metric} ({direction})",
+                }
+            )
             print(
-                f"sweep: {len(runs)} runs under parent {parent}; best {metric} = "
+                f"sweep: {len(runs)} runs under parent {parent.run_id}; best {metric} = "
                 f"{best.data.metrics[metric]:.4f} in run {best.info.run_id} "
                 f"({best.data.tags.get('hydra_overrides', '')})"
             )
         failed = [r for r in runs if r.info.status != "FINISHED"]
-        client.set_terminated(parent, "FAILED" if failed or best is None else "FINISHED")
+        parent.end("FAILED" if failed or best is None else "FINISHED")
+
+
+def _end_children(client, parent_run_id: str, experiment_id: str, status: str) -> None:
+    """Children still RUNNING when the sweep ends early (a killed worker): mark them too."""
+    runs = client.search_runs(
+        [experiment_id],
+        filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}' AND attributes.status = "
+        "'RUNNING'",
+        max_results=5000,
+    )
+    for run in runs:
+        client.set_terminated(run.info.run_id, status)
+
+
+class _SweepParent(RunRecorder):
+    """A sweep's parent run: ending it early also ends its children left RUNNING."""
+
+    def end(self, status: str = "FINISHED", *, error: BaseException | None = None) -> None:
+        if self.status is None and status != "FINISHED":
+            try:
+                _end_children(self.client, self.run_id, self.experiment_id, status)
+            except Exception as exc:  # the store may be what failed
+                log.error("could not end the sweep's child runs: %s", exc)
+        super().end(status, error=error)

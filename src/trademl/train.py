@@ -38,13 +38,14 @@ from trademl.prepare import PreparedData, prepare_data_for_ml
 from trademl.registry import promote_model
 from trademl.sweep import PARENT_RUN_FILE
 from trademl.tracking import (
+    RunRecorder,
     config_params,
     git_commit,
-    log_dataset,
     log_evaluation,
-    log_params,
     setup_tracking,
+    signals_raise,
 )
+from trademl.tracking.model_files import log_model, register_version
 
 __all__ = ["CONFIG_DIR", "TrainResult", "compose_config", "main", "train", "train_pipeline"]
 
@@ -107,6 +108,7 @@ def _model_metadata(data: PreparedData, spec: ModelSpec, freq: str | None) -> di
         "trademl": {
             "version": __version__,
             "model_type": spec.name,
+            "estimator": spec.estimator,
             "features": data.features.to_dict(),
             "feature_names": list(data.feature_names),
             "warmup_rows": data.features.warmup,
@@ -125,6 +127,11 @@ def _model_metadata(data: PreparedData, spec: ModelSpec, freq: str | None) -> di
 def train(cfg: DictConfig) -> TrainResult:
     """Train, evaluate, log and register one model as configured.
 
+    One MLflow run holds it all, from the first data row to the registered version: it
+    ends FINISHED, FAILED (any exception, recorded as the run's ``error`` tag) or KILLED
+    (SIGINT/SIGTERM). The model version is registered last, in one call, so a failure
+    leaves no version behind.
+
     Parameters
     ----------
     cfg
@@ -136,67 +143,94 @@ def train(cfg: DictConfig) -> TrainResult:
         Run id, test metrics, model URI and registered version.
     """
     seed = _seed(cfg)
+    spec: ModelSpec = instantiate_node(cfg.model, "model")
+    steps = {
+        name: instantiate_node(cfg[name], name)
+        for name in ("cleaning", "features", "labels", "split")
+    }
+    settings, experiment_id = setup_tracking(instantiate_node(cfg.mlflow, "mlflow"))
     stage = _Stages(total=6 if cfg.get("promote") else 5, enabled=bool(cfg.get("progress", True)))
     try:
-        with stage("data"):
-            settings, experiment_id = setup_tracking(instantiate_node(cfg.mlflow, "mlflow"))
-            raw = instantiate_node(cfg.data, "data")
-        with stage("features"):
-            data = prepare_data_for_ml(
-                raw,
-                cleaning=instantiate_node(cfg.cleaning, "cleaning"),
-                features=instantiate_node(cfg.features, "features"),
-                labels=instantiate_node(cfg.labels, "labels"),
-                split=instantiate_node(cfg.split, "split"),
-            )
-        with stage("fit"):
-            spec: ModelSpec = instantiate_node(cfg.model, "model")
-            model = spec.build(seed)
-            model.fit(data.X_train, data.y_train.to_numpy(), **spec.fit_params(data.y_train))
-            check_trusted_types(model, spec.trusted_types)
-        with stage("evaluate"):
-            ev_cfg = cfg.get("evaluation") or {}
-            evaluation = evaluate(
-                model,
-                data.X_test,
-                data.y_test,
-                data.fwd_test,
-                data.y_train,
-                permutation_repeats=int(ev_cfg.get("permutation_repeats", 3)),
-                permutation_max_rows=int(ev_cfg.get("permutation_max_rows", 2000)),
-                seed=seed,
-            )
-            train_pred = model.predict(data.X_train)
-            evaluation.metrics["train_accuracy"] = float(np.mean(train_pred == data.y_train))
-        with stage("mlflow"):
-            evaluation.metrics.update(
-                {f"time_{k}_s": round(v, 4) for k, v in stage.seconds.items()}
-            )
-            result = _log_run(
-                cfg,
-                settings,
-                experiment_id,
-                data,
-                spec,
-                model,
-                evaluation,
-                top=int(ev_cfg.get("top_features_plot", 20)),
-            )
-        result.model = model
-        result.importance = evaluation.importance
-        result.seconds = dict(stage.seconds)
-        if cfg.get("promote") and result.registered_version:
-            with stage("promote"):
-                promote_model(
-                    result.registered_name,
-                    result.registered_version,
-                    stage=str(cfg.promote),
-                    tracking_uri=settings.tracking_uri,
+        with signals_raise(), _start_run(cfg, settings, experiment_id, spec, steps) as rec:
+            with stage("data"):
+                raw = instantiate_node(cfg.data, "data")
+            with stage("features"):
+                data = prepare_data_for_ml(raw, **steps)
+            with stage("fit"):
+                model = spec.build(seed)
+                model.fit(data.X_train, data.y_train.to_numpy(), **spec.fit_params(data.y_train))
+                check_trusted_types(model, spec.trusted_types)
+            with stage("evaluate"):
+                ev_cfg = cfg.get("evaluation") or {}
+                evaluation = evaluate(
+                    model,
+                    data.X_test,
+                    data.y_test,
+                    data.fwd_test,
+                    data.y_train,
+                    permutation_repeats=int(ev_cfg.get("permutation_repeats", 3)),
+                    permutation_max_rows=int(ev_cfg.get("permutation_max_rows", 2000)),
+                    seed=seed,
                 )
-            result.promoted_to = str(cfg.promote)
+                train_pred = model.predict(data.X_train)
+                evaluation.metrics["train_accuracy"] = float(np.mean(train_pred == data.y_train))
+            with stage("mlflow"):
+                evaluation.metrics.update(
+                    {f"time_{k}_s": round(v, 4) for k, v in stage.seconds.items()}
+                )
+                result = _log_run(
+                    rec,
+                    cfg,
+                    settings,
+                    data,
+                    spec,
+                    model,
+                    evaluation,
+                    top=int(ev_cfg.get("top_features_plot", 20)),
+                )
+            if cfg.get("promote") and result.registered_version:
+                with stage("promote"):
+                    promote_model(
+                        result.registered_name,
+                        result.registered_version,
+                        stage=str(cfg.promote),
+                        tracking_uri=settings.tracking_uri,
+                    )
+                result.promoted_to = str(cfg.promote)
     finally:
         stage.close()
+    result.model = model
+    result.importance = evaluation.importance
+    result.seconds = dict(stage.seconds)
     return result
+
+
+def _start_run(cfg, settings, experiment_id, spec, steps) -> RunRecorder:
+    """The training's run: a new one (a sweep job's is a child of the sweep's parent run),
+    or the one ``mlflow run`` created (``MLFLOW_RUN_ID``)."""
+    job = ""
+    if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
+        job = f"-job{HydraConfig.get().job.num}"
+    labels = steps["labels"]
+    tags = {
+        "model_type": spec.name,
+        "estimator": spec.estimator,
+        "label_method": labels.method,
+        "trademl_version": __version__,
+        "git_commit": git_commit() or "unknown",
+    }
+    if spec.ignored_params:
+        tags["ignored_params"] = ", ".join(sorted(spec.ignored_params))
+    if HydraConfig.initialized():
+        tags["hydra_overrides"] = " ".join(HydraConfig.get().overrides.task)
+    return RunRecorder.start(
+        settings,
+        experiment_id,
+        run_name=settings.run_name or f"{spec.name}-{labels.method}-h{labels.horizon}{job}",
+        tags=tags,
+        parent_run_id=_parent_run_id(),
+        resume_run_id=os.environ.get("MLFLOW_RUN_ID"),  # set by `mlflow run`
+    )
 
 
 class _Stages:
@@ -220,79 +254,52 @@ class _Stages:
         self._bar.close()
 
 
-def _log_run(cfg, settings, experiment_id, data, spec, model, evaluation, *, top) -> TrainResult:
+def _log_run(rec, cfg, settings, data, spec, model, evaluation, *, top) -> TrainResult:
     container = OmegaConf.to_container(cfg, resolve=True)
     params = config_params(container)
-    parent = _parent_run_id()
-    job = ""
-    if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
-        job = f"-job{HydraConfig.get().job.num}"
-    run_name = settings.run_name or (
-        f"{spec.name}-{data.labels.method}-h{data.labels.horizon}{job}"
-    )
-    env_run = os.environ.get("MLFLOW_RUN_ID")  # set by `mlflow run`
-    start = (
-        {"run_id": env_run}
-        if env_run
-        else {"experiment_id": experiment_id, "run_name": run_name, "parent_run_id": parent}
-    )
     name = settings.registered_model_name if cfg.get("register", True) else None
-    with mlflow.start_run(**start) as run:
-        mlflow.set_tags(
-            {
-                "model_type": spec.name,
-                "estimator": spec.estimator,
-                "feature_count": str(len(data.feature_names)),
-                "label_method": data.labels.method,
-                "trademl_version": __version__,
-                "git_commit": git_commit() or "unknown",
-            }
+    rec.set_tags({"feature_count": str(len(data.feature_names))})
+    existing = rec.client.get_run(rec.run_id).data.params  # `mlflow run` logs its -P first
+    rec.log_params(
+        {
+            (f"config.{k}" if k in existing and existing[k] != v else k): v
+            for k, v in params.items()
+            if existing.get(k) != v
+        }
+    )
+    rec.log_text(OmegaConf.to_yaml(container), "config.yaml")
+    rec.log_dict(data.report, "data_report.json")
+    rec.log_dataset(data.candles)
+    log_evaluation(rec, evaluation, title=spec.name, top=top)
+    sample = data.X_train.head(5)
+    logged = log_model(
+        rec,
+        model,
+        signature=infer_signature(sample, model.predict(sample)),
+        input_example=sample,
+        metadata=_model_metadata(data, spec, data.report["cleaning"].get("freq")),
+        trusted_types=spec.trusted_types,
+        pip_requirements=[
+            f"scikit-learn=={sklearn.__version__}",
+            f"mlflow=={mlflow.__version__}",
+            "skops",
+            *spec.pip_requirements,
+        ],
+    )
+    version = None
+    if name:
+        version = register_version(
+            rec,
+            name,
+            logged,
+            description=f"{spec.name} on {data.report['source']}: test balanced accuracy "
+            f"{evaluation.metrics['test_balanced_accuracy']:.4f} (run {rec.run_id})",
         )
-        if spec.ignored_params:
-            mlflow.set_tag("ignored_params", ", ".join(sorted(spec.ignored_params)))
-        if HydraConfig.initialized():
-            mlflow.set_tag("hydra_overrides", " ".join(HydraConfig.get().overrides.task))
-        existing = run.data.params  # `mlflow run` logs its own -P parameters first
-        log_params(
-            {
-                (f"config.{k}" if k in existing and existing[k] != v else k): v
-                for k, v in params.items()
-                if existing.get(k) != v
-            }
-        )
-        mlflow.log_text(OmegaConf.to_yaml(container), "config.yaml")
-        mlflow.log_dict(data.report, "data_report.json")
-        log_dataset(data.candles)
-        log_evaluation(evaluation, title=spec.name, top=top)
-        sample = data.X_train.head(5)
-        info = mlflow.sklearn.log_model(
-            model,
-            name="model",
-            signature=infer_signature(sample, model.predict(sample)),
-            input_example=sample,
-            registered_model_name=name,
-            metadata=_model_metadata(data, spec, data.report["cleaning"].get("freq")),
-            skops_trusted_types=spec.trusted_types,
-            pip_requirements=[
-                f"scikit-learn=={sklearn.__version__}",
-                f"mlflow=={mlflow.__version__}",
-                "skops",
-                *spec.pip_requirements,
-            ],
-        )
-        version = str(info.registered_model_version) if info.registered_model_version else None
-        if version:
-            settings.client().update_model_version(
-                name,
-                version,
-                description=f"{spec.name} on {data.report['source']}: test balanced accuracy "
-                f"{evaluation.metrics['test_balanced_accuracy']:.4f} (run {run.info.run_id})",
-            )
     return TrainResult(
-        run_id=run.info.run_id,
-        experiment_id=run.info.experiment_id,
+        run_id=rec.run_id,
+        experiment_id=rec.experiment_id,
         metrics=dict(evaluation.metrics),
-        model_uri=f"models:/{name}/{version}" if version else f"runs:/{run.info.run_id}/model",
+        model_uri=f"models:/{name}/{version}" if version else f"runs:/{rec.run_id}/model",
         registered_name=name if version else None,
         registered_version=version,
         feature_names=list(data.feature_names),

@@ -15,12 +15,9 @@ from __future__ import annotations
 
 import logging
 import sys
-import tempfile
 from dataclasses import dataclass
-from pathlib import Path
 
 import hydra
-import mlflow
 import numpy as np
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
@@ -34,7 +31,7 @@ from trademl.performance import plot_equity
 from trademl.prepare import build_dataset
 from trademl.splits import walk_forward_folds
 from trademl.strategies.ml_strategy import model_signals
-from trademl.tracking import config_params, finite_metrics, log_dataset, log_params, setup_tracking
+from trademl.tracking import RunRecorder, config_params, setup_tracking, signals_raise
 
 __all__ = ["WalkForwardResult", "main", "walk_forward"]
 
@@ -57,30 +54,33 @@ def _backtest(candles, signals, start, stop, cfg, risk) -> BacktestResult:
 
 def walk_forward(cfg: DictConfig) -> WalkForwardResult:
     """Run the walk-forward evaluation configured by ``cfg`` and log it to MLflow."""
-    _, experiment_id = setup_tracking(instantiate_node(cfg.mlflow, "mlflow"))
     labels = instantiate_node(cfg.labels, "labels")
     split = instantiate_node(cfg.split, "split")
-    ds = build_dataset(
-        instantiate_node(cfg.data, "data"),
-        cleaning=instantiate_node(cfg.cleaning, "cleaning"),
-        features=instantiate_node(cfg.features, "features"),
-        labels=labels,
-    )
-    folds = walk_forward_folds(len(ds.X), split, purge=split.purge_for(labels.horizon))
     spec = instantiate_node(cfg.model, "model")
     risk = instantiate_node(cfg.risk, "risk")
+    cleaning = instantiate_node(cfg.cleaning, "cleaning")
+    features = instantiate_node(cfg.features, "features")
     bt_cfg = OmegaConf.to_container(cfg.backtest, resolve=True)
     sig_cfg = OmegaConf.to_container(cfg.signal, resolve=True)
-    candles = ds.candles
-    position = candles.index.get_indexer
+    settings, experiment_id = setup_tracking(instantiate_node(cfg.mlflow, "mlflow"))
     rows, fold_runs, oos_signals, oos_proba = [], [], [], []
-    params = config_params(cfg)
-    with mlflow.start_run(
-        experiment_id=experiment_id, run_name=f"walkforward-{spec.name}-{split.mode}-{len(folds)}"
-    ) as parent:
-        mlflow.set_tags({"run_type": "walkforward", "model_type": spec.name})
-        log_params(params)
-        log_dataset(ds.candles, context="walkforward")
+    with (
+        signals_raise(),
+        RunRecorder.start(
+            settings,
+            experiment_id,
+            run_name=f"walkforward-{spec.name}-{split.mode}-{split.n_folds}",
+            tags={"run_type": "walkforward", "model_type": spec.name},
+        ) as parent,
+    ):
+        parent.log_params(config_params(cfg))
+        ds = build_dataset(
+            instantiate_node(cfg.data, "data"), cleaning=cleaning, features=features, labels=labels
+        )
+        folds = walk_forward_folds(len(ds.X), split, purge=split.purge_for(labels.horizon))
+        candles = ds.candles
+        position = candles.index.get_indexer
+        parent.log_dataset(ds.candles, context="walkforward")
         for fold in tqdm(
             folds,
             desc="walk-forward",
@@ -99,7 +99,7 @@ def walk_forward(cfg: DictConfig) -> WalkForwardResult:
             bt = _backtest(candles, signals, start, stop, bt_cfg, risk)
             oos_signals.append(signals.iloc[start:stop])
             oos_proba.append((model, X_te))
-            row = {
+            period = {
                 "fold": fold.number,
                 "train_rows": len(X_tr),
                 "test_rows": len(X_te),
@@ -107,6 +107,9 @@ def walk_forward(cfg: DictConfig) -> WalkForwardResult:
                 "train_end": str(X_tr.index[-1]),
                 "test_start": str(X_te.index[0]),
                 "test_end": str(X_te.index[-1]),
+            }
+            row = {
+                **period,
                 **{
                     k: ev.metrics[k]
                     for k in ("test_accuracy", "test_balanced_accuracy", "test_f1_macro", "test_ic")
@@ -114,28 +117,11 @@ def walk_forward(cfg: DictConfig) -> WalkForwardResult:
                 **{f"bt_{k}": v for k, v in bt.metrics.items()},
             }
             rows.append(row)
-            with mlflow.start_run(
-                experiment_id=experiment_id, nested=True, run_name=f"fold-{fold.number}"
-            ) as child:
-                mlflow.set_tags({"run_type": "walkforward_fold", "fold": str(fold.number)})
-                mlflow.log_params(
-                    {
-                        k: row[k]
-                        for k in (
-                            "fold",
-                            "train_rows",
-                            "test_rows",
-                            "train_start",
-                            "train_end",
-                            "test_start",
-                            "test_end",
-                        )
-                    }
-                )
-                mlflow.log_metrics(
-                    dict(ev.metrics) | finite_metrics({f"bt_{k}": v for k, v in bt.metrics.items()})
-                )
-                fold_runs.append(child.info.run_id)
+            fold_tags = {"run_type": "walkforward_fold", "fold": str(fold.number)}
+            with parent.child(f"fold-{fold.number}", fold_tags) as child:
+                child.log_params(period)
+                child.log_metrics(dict(ev.metrics) | {f"bt_{k}": v for k, v in bt.metrics.items()})
+                fold_runs.append(child.run_id)
         combined = pd.concat(oos_signals)
         full = combined.reindex(candles.index)  # bars outside the test windows never trade
         full["side"] = full["side"].fillna(0).astype(np.int8)
@@ -147,22 +133,21 @@ def walk_forward(cfg: DictConfig) -> WalkForwardResult:
         overall.update({f"bt_{k}": v for k, v in overall_bt.metrics.items()})
         overall.update({f"bh_{k}": v for k, v in overall_bt.benchmark.items()})
         table = pd.DataFrame(rows)
-        mlflow.log_metrics(finite_metrics(overall))
-        with tempfile.TemporaryDirectory(prefix="trademl-wf-") as tmp:
-            table.to_csv(Path(tmp) / "folds.csv", index=False)
-            overall_bt.trades.to_csv(Path(tmp) / "trades.csv", index=False)
+        parent.log_metrics(overall)
+        with parent.artifact_dir("walkforward") as tmp:
+            table.to_csv(tmp / "folds.csv", index=False)
+            overall_bt.trades.to_csv(tmp / "trades.csv", index=False)
             plot_equity(
                 overall_bt.equity,
                 overall_bt.benchmark_equity,
-                Path(tmp) / "equity_curve.png",
+                tmp / "equity_curve.png",
                 title=f"walk-forward out-of-sample ({len(folds)} folds)",
             )
-            mlflow.log_artifacts(tmp, artifact_path="walkforward")
     return WalkForwardResult(
         folds=table,
         metrics=overall,
         backtest=overall_bt,
-        parent_run_id=parent.info.run_id,
+        parent_run_id=parent.run_id,
         fold_run_ids=fold_runs,
     )
 

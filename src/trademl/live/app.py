@@ -9,13 +9,11 @@ from __future__ import annotations
 import asyncio
 import importlib
 import logging
-import tempfile
 import time
-from pathlib import Path
 from typing import Any
 
 import hydra
-from mlflow.entities import Metric, Param
+from mlflow.entities import Metric
 from omegaconf import DictConfig, OmegaConf
 
 from trademl._config import check_choice
@@ -26,7 +24,13 @@ from trademl.live.feeds import Feed, FollowFeed, ReplayFeed
 from trademl.live.journal import Journal
 from trademl.live.runtime import Execution, LiveRuntime, LiveSummary, SymbolTrader
 from trademl.strategies import MLStrategy, ScalpingEMARSI
-from trademl.tracking import MlflowSettings, config_params, setup_tracking
+from trademl.tracking import (
+    MlflowSettings,
+    RunRecorder,
+    config_params,
+    run_status_for,
+    setup_tracking,
+)
 
 __all__ = ["SessionTracker", "build_runtime", "build_strategy", "main", "run_live"]
 
@@ -80,7 +84,8 @@ def _feed(spec: dict[str, Any]) -> Feed:
 
 class SessionTracker:
     """The live session's MLflow run (resumed after a restart): params, step metrics,
-    latency percentiles and the trades."""
+    latency percentiles and the trades. Ends FINISHED when the feeds end, KILLED when the
+    session is stopped by a signal (a restart resumes it), FAILED on an error."""
 
     def __init__(
         self,
@@ -91,25 +96,24 @@ class SessionTracker:
         tags: dict[str, str],
         metrics_every: int = 50,
     ) -> None:
-        self.client = settings.client()
         self.metrics_every = max(1, int(metrics_every))
         self.buffer: list[Metric] = []
         run_id = journal.get_meta("mlflow_run_id")
         if run_id:
-            self.run_id = run_id
-            self.client.update_run(run_id, status="RUNNING")
-            self.client.set_tag(run_id, "resumed_at", time.strftime("%Y-%m-%dT%H:%M:%S"))
-        else:
-            run = self.client.create_run(
+            self.rec = RunRecorder.start(
+                settings,
                 experiment_id,
-                run_name=tags.get("run_name"),
-                tags={k: v for k, v in tags.items() if k != "run_name"},
+                resume_run_id=run_id,
+                tags={"resumed_at": time.strftime("%Y-%m-%dT%H:%M:%S")},
             )
-            self.run_id = run.info.run_id
-            journal.set_meta("mlflow_run_id", self.run_id)
-            items = [Param(k, v) for k, v in params.items()]
-            for i in range(0, len(items), 90):
-                self.client.log_batch(self.run_id, params=items[i : i + 90])
+        else:
+            run_tags = {k: v for k, v in tags.items() if k != "run_name"}
+            self.rec = RunRecorder.start(
+                settings, experiment_id, run_name=tags.get("run_name"), tags=run_tags
+            )
+            journal.set_meta("mlflow_run_id", self.rec.run_id)
+            self.rec.log_params(params)
+        self.client, self.run_id = self.rec.client, self.rec.run_id
 
     def candle(self, trader: SymbolTrader) -> None:
         now = int(time.time() * 1000)
@@ -124,8 +128,8 @@ class SessionTracker:
             self.flush()
 
     def model_switched(self, version: str) -> None:
-        self.client.set_tag(self.run_id, "model_version", str(version))
-        self.client.log_metric(self.run_id, "model_version", float(version))
+        self.rec.set_tags({"model_version": str(version)})
+        self.rec.log_metrics({"model_version": float(version)})
 
     def flush(self) -> None:
         for i in range(0, len(self.buffer), 900):
@@ -137,17 +141,18 @@ class SessionTracker:
         metrics = {f"decision_latency_{k}_ms": v for k, v in summary.latency_ms.items()}
         metrics.update({f"final_equity_{k}": v for k, v in summary.equity.items()})
         metrics["trades"] = float(len(summary.trades))
-        for key, value in metrics.items():
-            self.client.log_metric(self.run_id, key, value)
-        with tempfile.TemporaryDirectory(prefix="trademl-live-") as tmp:
-            path = Path(tmp) / "trades.csv"
-            summary.trades.to_csv(path, index=False)
-            self.client.log_artifact(self.run_id, str(path), artifact_path="live")
-        self.client.set_terminated(self.run_id, "FINISHED")
+        self.rec.log_metrics(metrics)
+        with self.rec.artifact_dir("live") as tmp:
+            summary.trades.to_csv(tmp / "trades.csv", index=False)
+        self.rec.end("KILLED" if summary.stopped_by_signal else "FINISHED")
 
 
 def build_runtime(cfg: DictConfig) -> tuple[LiveRuntime, SessionTracker | None]:
-    """Everything ``trademl live`` runs, built and validated from the config."""
+    """Everything ``trademl live`` runs, built and validated from the config.
+
+    Order: the settings and the feeds (cheap checks), then the journal's session lock,
+    then MLflow and the model; if a later step fails, the journal is closed again.
+    """
     live = OmegaConf.to_container(cfg.live, resolve=True)
     feeds_cfg = OmegaConf.to_container(cfg.feeds, resolve=True)
     if not feeds_cfg:
@@ -155,13 +160,6 @@ def build_runtime(cfg: DictConfig) -> tuple[LiveRuntime, SessionTracker | None]:
     symbols = [f.get("symbol") for f in feeds_cfg]
     if len(set(symbols)) != len(symbols):
         raise ConfigError(f"feeds: symbols must be unique, got {symbols}")
-    settings, experiment_id = setup_tracking(instantiate_node(cfg.mlflow, "mlflow"))
-    strategy = build_strategy(cfg.strategy, settings.tracking_uri)
-    if isinstance(strategy, MLStrategy):
-        model = strategy.load()  # fail fast on a missing model
-        clf = model.model[-1]
-        if "n_jobs" in clf.get_params():
-            clf.set_params(n_jobs=1)  # one row per decision: threads only add latency
     bt = OmegaConf.to_container(cfg.backtest, resolve=True)
     execution = Execution(
         cash=bt["cash"],
@@ -172,8 +170,25 @@ def build_runtime(cfg: DictConfig) -> tuple[LiveRuntime, SessionTracker | None]:
     )
     check_choice("backtest.on_opposite", execution.on_opposite, ("reverse", "ignore"))
     risk = instantiate_node(cfg.risk, "risk")
+    mlflow_settings = instantiate_node(cfg.mlflow, "mlflow")
     feeds = [_feed(f) for f in feeds_cfg]
     journal = Journal(live["journal"])
+    try:
+        return _assemble(cfg, live, symbols, feeds, journal, execution, risk, mlflow_settings)
+    except BaseException:
+        journal.close()
+        raise
+
+
+def _assemble(cfg, live, symbols, feeds, journal, execution, risk, mlflow_settings):
+    log_run = bool(cfg.get("log_to_mlflow", True))
+    settings, experiment_id = setup_tracking(mlflow_settings) if log_run else (None, None)
+    strategy = build_strategy(cfg.strategy, mlflow_settings.tracking_uri)
+    if isinstance(strategy, MLStrategy):
+        model = strategy.load()  # fail fast on a missing model
+        clf = model.model[-1]
+        if "n_jobs" in clf.get_params():
+            clf.set_params(n_jobs=1)  # one row per decision: threads only add latency
     traders = [
         SymbolTrader(
             f.symbol,
@@ -188,7 +203,7 @@ def build_runtime(cfg: DictConfig) -> tuple[LiveRuntime, SessionTracker | None]:
         for f in feeds
     ]
     tracker = None
-    if cfg.get("log_to_mlflow", True):
+    if log_run:
         params = config_params(cfg)
         tags = {
             "run_type": "live",
@@ -213,12 +228,20 @@ def build_runtime(cfg: DictConfig) -> tuple[LiveRuntime, SessionTracker | None]:
 
 
 def run_live(cfg: DictConfig) -> LiveSummary:
-    """Build and run the live session to its end (finite feeds) or a stop signal."""
+    """Build and run the live session to its end (finite feeds) or a stop signal.
+
+    The session's MLflow run ends FINISHED, KILLED (stopped by a signal) or FAILED (any
+    error, project or not); the journal is closed and its lock released in every case.
+    """
     runtime, tracker = build_runtime(cfg)
     try:
         summary = asyncio.run(runtime.run())
         if tracker is not None:
             tracker.finish(summary)
+    except BaseException as exc:
+        if tracker is not None:
+            tracker.rec.end(run_status_for(exc), error=exc)
+        raise
     finally:
         runtime.journal.close()
     return summary

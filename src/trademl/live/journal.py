@@ -4,11 +4,20 @@ For every candle a symbol processes, the orders placed, fills, closed trades and
 position state are written in **one** transaction before the runtime adopts the new state.
 A crash (even ``kill -9``) loses at most the candle being processed, which is processed again
 on restart from the last committed state: no order is lost and none is duplicated.
+
+One process at a time: opening a journal takes an exclusive OS lock on ``<journal>.lock``
+(``flock``), which the OS releases when the holder exits, crashes or is killed, so a second
+``trademl live`` on the same journal is refused at once and a crashed one never blocks a
+restart. A file that is not a trademl journal (empty, another database) is refused, never
+silently started over.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
+import os
 import sqlite3
 import time
 from pathlib import Path
@@ -17,7 +26,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from trademl.errors import DataError
+from trademl.errors import DataError, JournalLockedError
 
 __all__ = ["Journal"]
 
@@ -34,21 +43,63 @@ CREATE TABLE IF NOT EXISTS trades (
     exit_time TEXT NOT NULL, side TEXT NOT NULL, size REAL NOT NULL, entry_price REAL NOT NULL,
     exit_price REAL NOT NULL, fees REAL NOT NULL, pnl REAL NOT NULL, exit_reason TEXT NOT NULL);
 """
+_FORMAT = "trademl-live-journal/1"
 
 
 class Journal:
-    """Durable record of a live session (see the module docstring)."""
+    """Durable record of a live session (see the module docstring).
 
-    def __init__(self, path: str | Path) -> None:
+    ``lock=False`` opens it without the session lock, to read a journal that a running
+    session may be writing (never to write).
+    """
+
+    def __init__(self, path: str | Path, *, lock: bool = True) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = _acquire(self.path) if lock else None
         try:
-            self._db = sqlite3.connect(self.path, isolation_level=None)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=FULL")
-            self._db.executescript(_SCHEMA)
+            self._db = self._open()
+        except BaseException:
+            self._release()
+            raise
+
+    def _open(self) -> sqlite3.Connection:
+        existed = self.path.exists()
+        if existed and self.path.stat().st_size == 0:
+            raise DataError(
+                f"{self.path}: the live journal is empty (0 bytes), so it holds no session to "
+                "resume; a journal is never empty once created. Restore it from a backup, or "
+                "delete it (or choose another live.journal) to start a new session"
+            )
+        try:
+            db = sqlite3.connect(self.path, isolation_level=None)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=FULL")
+            if existed:
+                tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master")}
+                fmt = (
+                    db.execute("SELECT value FROM meta WHERE key = 'format'").fetchone()
+                    if "meta" in tables
+                    else None
+                )
+                if fmt is None or fmt[0] != _FORMAT:
+                    db.close()
+                    raise DataError(
+                        f"{self.path}: not a trademl live journal (found tables "
+                        f"{', '.join(sorted(tables)) or 'none'}); choose another live.journal"
+                    )
+            db.executescript(_SCHEMA)
+            db.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('format', ?)", (_FORMAT,))
         except sqlite3.DatabaseError as exc:
             raise DataError(f"{self.path}: not a usable journal database ({exc})") from exc
+        return db
+
+    def _release(self) -> None:
+        if self._lock is not None:
+            with contextlib.suppress(OSError):
+                fcntl.flock(self._lock, fcntl.LOCK_UN)
+                os.close(self._lock)
+            self._lock = None
 
     # -- session metadata -----------------------------------------------------------------------
     def get_meta(self, key: str) -> str | None:
@@ -134,8 +185,27 @@ class Journal:
         return pd.read_sql_query("SELECT symbol, bar_ts, state, entry_ts FROM books", self._db)
 
     def close(self) -> None:
-        """Checkpoint the WAL into the database file and close."""
+        """Checkpoint the WAL into the database file, close it and release the lock."""
         try:
             self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         finally:
             self._db.close()
+            self._release()
+
+
+def _acquire(path: Path) -> int:
+    """Take the exclusive session lock beside ``path`` (released by the OS on exit/crash)."""
+    lock_path = path.with_name(path.name + ".lock")
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 200, 0).decode("utf-8", "replace").strip() or "unknown"
+        os.close(fd)
+        raise JournalLockedError(
+            f"{path} is in use by another trademl live session ({holder}); stop that one "
+            "first, or give this one its own live.journal"
+        ) from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"pid {os.getpid()} since {time.strftime('%Y-%m-%d %H:%M:%S')}".encode(), 0)
+    return fd

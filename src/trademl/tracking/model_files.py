@@ -1,0 +1,280 @@
+"""Model files in MLflow: write a skops model into a run, register it, and load it back safely.
+
+Writing (:func:`log_model`) saves the fitted pipeline as an MLflow model (sklearn flavour,
+skops format, with the trademl metadata), creates MLflow's logged-model record for the run
+and uploads the files, all through the run's client. :func:`register_version` then creates
+the registry version in one call (with its description), so a failure leaves either no
+version or a complete one.
+
+Reading (:func:`load_model_dir`) never unpickles and never obeys the model's own ``MLmodel``
+about what is safe: the file must be skops, and it loads with trademl's reviewed
+per-estimator trusted-type list (:data:`trademl.models.SKOPS_TRUSTED_TYPES`) only. A pickle
+or cloudpickle format, a trusted-type list other than the project's, a type outside it, a
+corrupt or missing file: each is a :class:`~trademl.errors.ModelError` naming the model and
+version and what was found.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import tempfile
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from mlflow.entities import LoggedModelOutput
+
+from trademl.errors import ModelError
+from trademl.tracking.runs import RunRecorder
+
+__all__ = ["ModelFiles", "download_model_files", "load_model_dir", "log_model", "register_version"]
+
+MLMODEL = "MLmodel"
+
+
+@dataclass
+class LoggedModelInfo:
+    """Where a model written by :func:`log_model` lives."""
+
+    model_id: str
+    artifact_location: str
+    run_id: str
+
+
+def log_model(
+    recorder: RunRecorder,
+    model: Any,
+    *,
+    name: str = "model",
+    signature: Any = None,
+    input_example: Any = None,
+    metadata: dict[str, Any] | None = None,
+    trusted_types: list[str] | None = None,
+    pip_requirements: list[str] | None = None,
+) -> LoggedModelInfo:
+    """Save ``model`` (skops) as an MLflow model of the recorder's run; returns where it is."""
+    import mlflow.sklearn
+    from mlflow.models import Model
+
+    client = recorder.client
+    logged = client.create_logged_model(
+        recorder.experiment_id, name=name, source_run_id=recorder.run_id
+    )
+    try:
+        client.log_outputs(recorder.run_id, [LoggedModelOutput(logged.model_id, step=0)])
+        with tempfile.TemporaryDirectory(prefix="trademl-model-") as tmp:
+            path = Path(tmp) / "model"
+            mlflow_model = Model(
+                artifact_path=logged.artifact_location,
+                model_uuid=logged.model_id,
+                run_id=recorder.run_id,
+                metadata=metadata,
+                model_id=logged.model_id,
+            )
+            mlflow.sklearn.save_model(
+                model,
+                str(path),
+                mlflow_model=mlflow_model,
+                serialization_format="skops",
+                skops_trusted_types=list(trusted_types or []),
+                signature=signature,
+                input_example=input_example,
+                metadata=metadata,
+                pip_requirements=pip_requirements,
+            )
+            client.log_model_artifacts(logged.model_id, str(path))
+        client.finalize_logged_model(logged.model_id, "READY")
+    except BaseException:
+        _quietly(client.finalize_logged_model, logged.model_id, "FAILED")
+        raise
+    return LoggedModelInfo(logged.model_id, logged.artifact_location, recorder.run_id)
+
+
+def register_version(
+    recorder: RunRecorder, name: str, logged: LoggedModelInfo, *, description: str = ""
+) -> str:
+    """A new version of registered model ``name`` for ``logged``; returns the version."""
+    from mlflow.exceptions import MlflowException
+
+    client = recorder.client
+    try:
+        client.create_registered_model(name)
+    except MlflowException as exc:
+        if exc.error_code not in ("RESOURCE_ALREADY_EXISTS", "ALREADY_EXISTS"):
+            raise
+    # The artifact location, not ``models:/<model_id>``: MLflow's sqlalchemy registry store
+    # resolves the latter with a client on the *global* tracking URI (its own TODO says so).
+    version = client.create_model_version(
+        name,
+        source=logged.artifact_location,
+        run_id=logged.run_id,
+        description=description or None,
+        model_id=logged.model_id,
+    )
+    return str(version.version)
+
+
+def _quietly(fn, *args) -> None:
+    with contextlib.suppress(Exception):  # best effort on the way out of a failure
+        fn(*args)
+
+
+# -- reading --------------------------------------------------------------------------------------
+@dataclass
+class ModelFiles:
+    """A model's files downloaded to a local directory, with its parsed ``MLmodel``."""
+
+    path: Path
+    mlmodel: dict[str, Any]
+    what: str  # "models:/NAME/VERSION" or the URI, for messages
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        meta = self.mlmodel.get("metadata") or {}
+        return dict(meta) if isinstance(meta, dict) else {}
+
+    @property
+    def signature_inputs(self) -> int | None:
+        sig = self.mlmodel.get("signature") or {}
+        inputs = sig.get("inputs") if isinstance(sig, dict) else None
+        if not isinstance(inputs, str):
+            return None
+        try:
+            return len(yaml.safe_load(inputs))
+        except yaml.YAMLError:
+            return None
+
+
+def download_model_files(
+    source: str, settings: Any, what: str, dst: str | Path, *, only_mlmodel: bool = False
+) -> ModelFiles:
+    """Download the files at ``source`` (an artifact URI) into ``dst`` and parse ``MLmodel``
+    (only that file with ``only_mlmodel``)."""
+    from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+
+    local_dir = _local_path(source)
+    if local_dir is not None:  # a local artifact store: read the files where they are
+        if not local_dir.is_dir():
+            raise ModelError(f"{what}: the model files are missing ({local_dir} does not exist)")
+        return ModelFiles(local_dir, read_mlmodel(local_dir, what), what)
+    try:
+        repo = get_artifact_repository(
+            source, tracking_uri=settings.tracking_uri, registry_uri=settings.tracking_uri
+        )
+        if only_mlmodel:
+            local = Path(repo.download_artifacts(MLMODEL, dst_path=str(dst))).parent
+        else:
+            local = Path(repo.download_artifacts("", dst_path=str(dst)))
+    except Exception as exc:  # MLflow, OS and HTTP errors alike
+        raise ModelError(
+            f"{what}: cannot download the model files from {source} "
+            f"({type(exc).__name__}: {_short(exc)}); the artifact store may be unreachable "
+            "or the files deleted"
+        ) from None
+    return ModelFiles(local, read_mlmodel(local, what), what)
+
+
+def _local_path(source: str) -> Path | None:
+    """The directory of a local artifact location (a path or ``file:`` URI), else ``None``."""
+    from urllib.parse import unquote, urlparse
+
+    parsed = urlparse(source)
+    if parsed.scheme == "file":
+        return Path(unquote(parsed.path))
+    if parsed.scheme == "" and source.startswith("/"):
+        return Path(source)
+    return None
+
+
+def read_mlmodel(path: Path, what: str) -> dict[str, Any]:
+    """The parsed ``MLmodel`` file (safe YAML), or a ModelError saying what is wrong."""
+    file = path / MLMODEL
+    if not file.is_file():
+        raise ModelError(f"{what}: the model has no {MLMODEL} file; it is not an MLflow model")
+    try:
+        data = yaml.safe_load(file.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise ModelError(f"{what}: its {MLMODEL} file is not valid YAML ({_short(exc)})") from None
+    if not isinstance(data, dict):
+        raise ModelError(f"{what}: its {MLMODEL} file is not a mapping of model fields")
+    return data
+
+
+def trusted_types_for(estimator: str | None) -> list[str]:
+    """trademl's reviewed skops trusted types for ``estimator`` (all of them when unknown)."""
+    from trademl.models import SKOPS_TRUSTED_TYPES
+
+    if estimator is not None:
+        if estimator not in SKOPS_TRUSTED_TYPES:
+            raise KeyError(estimator)
+        return sorted(SKOPS_TRUSTED_TYPES[estimator])
+    return sorted({t for types in SKOPS_TRUSTED_TYPES.values() for t in types})
+
+
+def load_model_dir(files: ModelFiles) -> Any:
+    """The sklearn model in ``files``, loaded by skops with trademl's trusted types only."""
+    import skops.io as sio
+
+    what = files.what
+    flavor = (files.mlmodel.get("flavors") or {}).get("sklearn")
+    if not isinstance(flavor, dict):
+        raise ModelError(
+            f"{what}: its {MLMODEL} has no sklearn flavour; trademl loads sklearn models"
+        )
+    fmt = flavor.get("serialization_format", "pickle")
+    if fmt != "skops":
+        raise ModelError(
+            f"{what}: refusing to load serialization_format {fmt!r} (found in {MLMODEL}); "
+            "trademl loads only skops files, because unpickling can run arbitrary code. "
+            "Retrain the model with trademl (it saves skops)"
+        )
+    estimator = (files.metadata.get("trademl") or {}).get("estimator")
+    try:
+        trusted = trusted_types_for(estimator)
+    except KeyError:
+        raise ModelError(
+            f"{what}: estimator {estimator!r} has no reviewed skops trusted types in "
+            "trademl.models.SKOPS_TRUSTED_TYPES; refusing to load it"
+        ) from None
+    declared = flavor.get("skops_trusted_types") or []
+    if not isinstance(declared, list) or not set(map(str, declared)) <= set(trusted):
+        extra = sorted(set(map(str, declared)) - set(trusted)) if isinstance(declared, list) else []
+        raise ModelError(
+            f"{what}: its {MLMODEL} asks to trust {extra or declared!r}, which is not in "
+            f"trademl's list for {estimator or 'its estimators'} ({', '.join(trusted) or 'none'}); "
+            "refusing to load it. A model file cannot widen what trademl trusts"
+        )
+    name = str(flavor.get("pickled_model", "model.skops"))
+    file = files.path / name
+    if Path(name).name != name or not file.is_file():
+        raise ModelError(f"{what}: the model file {name!r} named in {MLMODEL} is missing")
+    if file.stat().st_size == 0:
+        raise ModelError(f"{what}: the model file {name} is empty; re-register the model")
+    try:
+        untrusted = sio.get_untrusted_types(file=file)
+        refused = sorted(set(untrusted) - set(trusted))
+        if refused:
+            raise ModelError(
+                f"{what}: {name} contains type(s) trademl does not trust: {', '.join(refused)}; "
+                "refusing to load it"
+            )
+        return sio.load(file, trusted=trusted)
+    except ModelError:
+        raise
+    except (zipfile.BadZipFile, EOFError, OSError) as exc:
+        raise ModelError(
+            f"{what}: {name} is corrupt or truncated ({type(exc).__name__}: {_short(exc)}); "
+            "re-register the model by training it again"
+        ) from None
+    except Exception as exc:  # skops raises many types for a damaged schema
+        raise ModelError(
+            f"{what}: {name} cannot be read by skops ({type(exc).__name__}: {_short(exc)}); "
+            "re-register the model by training it again"
+        ) from None
+
+
+def _short(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return text[:200] + ("..." if len(text) > 200 else "")
