@@ -20,6 +20,7 @@ from trademl.backtest_run import run_backtest
 from trademl.cleaning import clean_ohlcv_data
 from trademl.risk import RiskEngine
 from trademl.strategies import MLStrategy
+from trademl.tracking import MlflowSettings
 from trademl.train import train
 
 RULE = "=" * 64
@@ -32,7 +33,7 @@ def section(title: str) -> None:
 def main(overrides: list[str]) -> None:
     data = ["data.n=2000"]
     cfg = compose_config([*data, "model=random_forest", "promote=Production", *overrides])
-    uri = cfg.mlflow.tracking_uri
+    uri = MlflowSettings(tracking_uri=cfg.mlflow.tracking_uri).tracking_uri  # null: resolved
 
     section(f"TRAINING RESULTS (synthetic candles: {cfg.data.n}, seed {cfg.seed})")
     result = train(cfg)

@@ -271,16 +271,29 @@ def signals_raise() -> Iterator[None]:
 
 @contextlib.contextmanager
 def _signals_held() -> Iterator[None]:
-    """Hold SIGINT/SIGTERM back (main thread) until the block is done; then deliver them."""
+    """Hold SIGINT/SIGTERM back (main thread) until the block is done, then act on them.
+
+    The handlers are swapped at the Python level rather than masked: the kernel may deliver
+    a process signal to any thread, but Python runs its handlers in the main thread only.
+    """
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    sigs = {signal.SIGINT, signal.SIGTERM}
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, sigs)
+    pending: list[int] = []
+    previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    for sig in previous:
+        signal.signal(sig, lambda signum, frame: pending.append(signum))
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        if pending:
+            handler = previous[signal.Signals(pending[0])]
+            if callable(handler):
+                handler(pending[0], None)  # raises Interrupted or KeyboardInterrupt
+            elif handler == signal.SIG_DFL:
+                signal.raise_signal(pending[0])
 
 
 @contextlib.contextmanager
