@@ -284,3 +284,76 @@ def test_clear_errors(production_model, candles_csv, tmp_path):
     assert proc.returncode == 2
     assert err.strip().splitlines()[-1] == f"trademl: error: {tmp_path}/no.csv: file not found"
     assert "Traceback" not in err
+
+
+def test_two_sessions_on_one_journal_one_is_refused_and_a_crash_does_not_block(
+    store, candles_csv, tmp_path
+):
+    """Two `trademl live` on the same journal started at once: exactly one trades, the other
+    is one line naming the journal and the holder. After the holder is killed with -9, a new
+    session takes the journal over."""
+    follow = tmp_path / "follow.csv"
+    pd.read_csv(candles_csv).head(200).to_csv(follow, index=False)
+    journal = tmp_path / "j.db"
+    args = [
+        f"mlflow.tracking_uri={store['uri']}",
+        f"mlflow.artifact_root={store['artifacts']}",
+        "feeds.0.type=follow",
+        f"feeds.0.path={follow}",
+        "+feeds.0.poll_interval=0.05",
+        f"live.journal={journal}",
+        *SCALPING,
+        f"hydra.run.dir={tmp_path}/out",
+    ]
+    first, second = _run_cli(args), _run_cli(args)
+    deadline = time.time() + 120
+    while time.time() < deadline and first.poll() is None and second.poll() is None:
+        time.sleep(0.05)
+    refused, holder = (first, second) if first.poll() is not None else (second, first)
+    _, err = refused.communicate(timeout=60)
+    assert refused.returncode == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("trademl: error:"), err
+    assert str(journal) in lines[0] and f"pid {holder.pid}" in lines[0]
+    while _committed(journal) < 200 and time.time() < deadline:
+        time.sleep(0.05)
+    assert holder.poll() is None  # still following the file
+    holder.kill()  # kill -9: the OS releases the lock
+    holder.wait()
+    rerun = _run_cli([*args[:-1], "+feeds.0.idle_timeout=1", f"hydra.run.dir={tmp_path}/out2"])
+    assert rerun.wait(timeout=300) == 0, rerun.stderr.read()
+    fills = Journal(journal).events("fill")
+    assert len(fills) > 0 and fills["bar_ts"].is_unique  # nothing traded twice
+
+
+def test_a_non_project_error_fails_the_session_run_and_frees_the_journal(
+    store, candles_csv, tmp_path, monkeypatch
+):
+    from trademl.strategies import ScalpingEMARSI
+
+    def broken(self, df):
+        raise RuntimeError("strategy blew up")
+
+    monkeypatch.setattr(ScalpingEMARSI, "generate_signal", broken)
+    cfg = live_cfg(store, tmp_path / "j.db", candles_csv, *SCALPING)
+    with pytest.raises(RuntimeError, match="blew up"):
+        run_live(cfg)
+    client = client_for(store)
+    run = client.search_runs([client.get_experiment_by_name("trademl-live").experiment_id])[0]
+    assert run.info.status == "FAILED" and "strategy blew up" in run.data.tags["error"]
+    Journal(tmp_path / "j.db").close()  # the lock was released
+
+
+def test_an_empty_or_foreign_journal_is_refused(store, candles_csv, tmp_path):
+    empty = tmp_path / "empty.db"
+    empty.write_bytes(b"")
+    with pytest.raises(DataError, match=r"empty \(0 bytes\)"):
+        build_runtime(live_cfg(store, empty, candles_csv, *SCALPING))
+    foreign = tmp_path / "mlflow.db"  # say, the MLflow database by mistake
+    with sqlite3.connect(foreign) as db:
+        db.execute("CREATE TABLE experiments (id INTEGER)")
+    with pytest.raises(DataError, match=r"not a trademl live journal \(found tables exp"):
+        Journal(foreign)
+    with sqlite3.connect(foreign) as db:  # left as it was
+        tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master")}
+    assert tables == {"experiments"}

@@ -162,11 +162,14 @@ def test_recorder_ends_finished_failed_killed(store, clean_mlflow_uri):
 
 def test_sigterm_unwinds_and_the_run_ends_killed(store, clean_mlflow_uri):
     settings, exp = setup_tracking(MlflowSettings(tracking_uri=store["uri"]))
-    with pytest.raises(Interrupted) as info, signals_raise():
-        with RunRecorder.start(settings, exp) as rec:
-            os.kill(os.getpid(), signal.SIGTERM)
-            for _ in range(10_000_000):  # the handler runs between bytecodes
-                pass
+    with (
+        pytest.raises(Interrupted) as info,
+        signals_raise(),
+        RunRecorder.start(settings, exp) as rec,
+    ):
+        os.kill(os.getpid(), signal.SIGTERM)
+        for _ in range(10_000_000):  # the handler runs between bytecodes
+            pass
     assert info.value.signum == signal.SIGTERM
     assert _status(store, rec.run_id) == "KILLED"
     assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL  # restored

@@ -85,7 +85,7 @@ def exit_on_user_error() -> Iterator[None]:
     open are ended first (FAILED, or KILLED on a signal). Any other exception ends them
     FAILED and propagates.
     """
-    from trademl.tracking.runs import end_open_runs, signals_raise
+    from trademl.tracking.runs import end_open_runs, ended_runs, signals_raise
 
     try:
         with signals_raise():
@@ -96,7 +96,8 @@ def exit_on_user_error() -> Iterator[None]:
         sys.exit(EXIT_USER_ERROR)
     except (Interrupted, KeyboardInterrupt) as exc:
         signum = getattr(exc, "signum", int(signal.SIGINT))
-        ended = end_open_runs("KILLED", exc)
+        end_open_runs("KILLED", exc)
+        ended = ended_runs("KILLED")
         runs = f"; MLflow run(s) {', '.join(ended)} marked KILLED" if ended else ""
         print(f"trademl: interrupted by {signal.Signals(signum).name}{runs}", file=sys.stderr)
         sys.exit(128 + signum)

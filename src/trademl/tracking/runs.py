@@ -39,6 +39,7 @@ from trademl.tracking.settings import MlflowSettings
 __all__ = [
     "RunRecorder",
     "end_open_runs",
+    "ended_runs",
     "run_status_for",
     "signals_raise",
 ]
@@ -46,6 +47,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 _OPEN: dict[str, RunRecorder] = {}
+_ENDED: list[tuple[str, str]] = []  # (run id, status) of the runs ended in this process
 _OPEN_LOCK = threading.Lock()
 _MAX_PARAM_VALUE = 6000
 
@@ -126,6 +128,7 @@ class RunRecorder:
                 return
             self.status = status
             _OPEN.pop(self.run_id, None)
+            _ENDED.append((self.run_id, status))
         try:
             with _quick_http(self.settings):
                 if error is not None and status != "FINISHED":
@@ -233,6 +236,12 @@ def end_open_runs(status: str, error: BaseException | None = None) -> list[str]:
     for recorder in recorders:
         recorder.end(status, error=error)
     return [r.run_id for r in recorders]
+
+
+def ended_runs(status: str) -> list[str]:
+    """The ids of the runs this process ended with ``status`` (for the exit message)."""
+    with _OPEN_LOCK:
+        return [run_id for run_id, s in _ENDED if s == status]
 
 
 @atexit.register
