@@ -321,3 +321,10 @@ def test_index_beyond_nanoseconds_and_duplicate_columns_are_data_errors():
     df = pd.concat([frame([OK, OK]), frame([OK, OK])[["close"]]], axis=1)
     with pytest.raises(DataError, match=r"column 'close' appears 2 times"):
         clean_ohlcv_data(df)
+
+
+def test_steps_beyond_292_years_do_not_overflow():
+    idx = pd.DatetimeIndex(["1776-01-01", "2068-04-11"], tz="UTC").as_unit("ns")
+    validate_ohlcv(frame([OK, OK], index=idx))  # np.diff of these times overflows int64
+    with pytest.raises(DataError, match=r"more than 292 years apart"):
+        clean_ohlcv_data(frame([OK, OK], index=idx))

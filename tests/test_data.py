@@ -525,3 +525,26 @@ def test_validate_rejects_absurd_values():
     )
     with pytest.raises(DataError, match=r"absurd value in column 'open'.*run clean_ohlcv_data"):
         validate_ohlcv(df)
+
+
+def test_lines_of_separators_only_are_skipped_like_blank_lines(tmp_path):
+    rows = candle_rows(3)
+    text = HEADER + "\n" + rows[0] + "\n,,,,,\n" + rows[1] + "\n,\n" + rows[2] + "\n,,,,,\n"
+    df = load_ohlcv_data(_csv(tmp_path, text))
+    assert len(df) == 3
+    bad = text.replace(rows[2], rows[2].replace(rows[2].split(",")[1], "x", 1))
+    _error(_csv(tmp_path, bad), r"column 'open' has a non-numeric value 'x' at line 6")
+
+
+def test_headerless_first_line_with_a_missing_marker_or_a_bad_cell(tmp_path):
+    df = load_ohlcv_data(_csv(tmp_path, "1700000000,1,2,0.5,NULL,10\n1700003600,1,2,0.5,1.5,3\n"))
+    assert np.isnan(df["close"].iloc[0])
+    _error(
+        _csv(tmp_path, "2024-01-01T00:00:00Z,1,2,0.5,1.5x,10\n"),
+        r"line 1 starts with a timestamp, so the file is read as having no header, but its "
+        r"cell 5 \('1.5x'\) is not a number",
+    )
+
+
+def test_header_naming_nothing(tmp_path):
+    _error(_csv(tmp_path, "\n;;\n1;2;3\n"), r"line 2, the header, names no column")

@@ -20,7 +20,14 @@ import numpy as np
 import pandas as pd
 
 from trademl._config import check_choice, check_positive_int, coerce_config
-from trademl.data import MAX_VALUE, MIN_PRICE, OHLCV_COLUMNS, PRICE_COLUMNS, count_out_of_order
+from trademl.data import (
+    MAX_VALUE,
+    MIN_PRICE,
+    OHLCV_COLUMNS,
+    PRICE_COLUMNS,
+    count_out_of_order,
+    out_of_ns_range,
+)
 from trademl.errors import ConfigError, DataError
 
 __all__ = ["CleaningConfig", "CleaningReport", "clean_ohlcv_data"]
@@ -254,13 +261,9 @@ def _check_shape(df: Any, source: str) -> None:
 
 
 def _utc_ns(index: pd.DatetimeIndex, source: str) -> pd.DatetimeIndex:
-    """The index in UTC nanoseconds; a time beyond that range (1677..2262) is a DataError."""
     index = index.tz_localize("UTC") if index.tz is None else index.tz_convert("UTC")
-    per_unit = {"s": 1_000_000_000, "ms": 1_000_000, "us": 1_000, "ns": 1}[index.unit]
-    limit = np.iinfo(np.int64).max // per_unit
-    bad = np.abs(index.asi8) > limit
-    if bad.any():
-        i = int(np.flatnonzero(bad)[0])
+    i = out_of_ns_range(index)
+    if i is not None:
         raise DataError(
             f"{source}: timestamp {index[i].tz_localize(None)} at row {i} is out of range "
             "(pandas datetimes span 1677-09-21 to 2262-04-11); fix or drop that row"
@@ -507,7 +510,15 @@ def _parse_freq(freq: str) -> pd.Timedelta:
 def _gaps(out, cfg, report, source):
     if len(out) < 2:
         return out
-    steps = np.diff(out.index.asi8)
+    # Subtracted as unsigned: exact for increasing times even when a step exceeds int64.
+    steps = np.diff(out.index.asi8.view(np.uint64))
+    if steps.max() > np.iinfo(np.int64).max:
+        i = int(steps.argmax())
+        raise DataError(
+            f"{source}: rows {i} ({out.index[i]}) and {i + 1} ({out.index[i + 1]}) are more "
+            "than 292 years apart, more than a pandas duration holds; drop the stray row"
+        )
+    steps = steps.astype(np.int64)
     step = _parse_freq(cfg.freq).value if cfg.freq is not None else int(np.median(steps))
     report.freq = str(pd.Timedelta(step, unit="ns"))
     gap_at = np.flatnonzero(steps > step)

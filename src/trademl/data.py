@@ -18,14 +18,13 @@ or an epoch in the wrong unit; long histories (daily bars since 1950, yearly clo
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from trademl.data_io import BINANCE_KLINE_COLUMNS, looks_like_clock, read_table
+from trademl.data_io import BINANCE_KLINE_COLUMNS, cells_to_float, looks_like_clock, read_table
 from trademl.errors import DataError
 
 __all__ = [
@@ -49,37 +48,18 @@ PLAUSIBLE_YEARS = 20
 PLAUSIBLE_SPAN_FACTOR = 10
 
 # Accepted column names (compared lower-case, without <>, with spaces, dashes and dots as "_").
+# fmt: off
 _ALIASES: dict[str, tuple[str, ...]] = {
-    "timestamp": (
-        "timestamp",
-        "open_time",
-        "opentime",
-        "datetime",
-        "date_time",
-        "date",
-        "time",
-        "ts",
-        "unix",
-        "time_utc",
-        "timestamp_utc",
-    ),
+    "timestamp": ("timestamp", "open_time", "opentime", "datetime", "date_time", "date", "time",
+                  "ts", "unix", "time_utc", "timestamp_utc"),
     "open": ("open", "o", "open_price", "opening_price"),
     "high": ("high", "h", "high_price", "max"),
     "low": ("low", "l", "low_price", "min"),
     "close": ("close", "c", "close_price", "closing_price", "last", "price"),
-    "volume": (
-        "volume",
-        "v",
-        "vol",
-        "base_volume",
-        "volume_base",
-        "qty",
-        "tickvol",
-        "tick_volume",
-    ),
+    "volume": ("volume", "v", "vol", "base_volume", "volume_base", "qty", "tickvol", "tick_volume"),
 }
+# fmt: on
 
-_DECIMAL_COMMA = re.compile(r"^\s*[-+]?\d+,\d+\s*$")
 _NS_PER_YEAR = 365.2425 * 86_400 * 1e9
 _UNIT_NAMES = {1_000_000_000: "seconds", 1_000_000: "milliseconds", 1_000: "microseconds"}
 _NS_RANGE = "pandas datetimes span 1677-09-21 to 2262-04-11"
@@ -144,7 +124,7 @@ def _match_columns(raw: pd.DataFrame, path: Path) -> dict[str, str]:
     missing = [c for c in ("timestamp", *OHLCV_COLUMNS) if c not in found]
     if missing:
         hint = ""
-        if "timestamp" in missing and str(raw.columns[0]).startswith("Unnamed: "):
+        if "timestamp" in missing and str(raw.columns[:1].tolist()).startswith("['Unnamed: "):
             hint = "The first column has no name: call it timestamp"
         raise DataError(
             f"{path}: missing column(s) {', '.join(missing)}; found columns "
@@ -204,7 +184,7 @@ def canonical_frame(
     data: dict[str, np.ndarray] = {}
     for name in OHLCV_COLUMNS:
         col = raw[columns[name]]
-        values = _to_float(col, path, columns[name], loc)
+        values = cells_to_float(col, path, columns[name], loc)
         if np.isnan(values).all():
             raise DataError(f"{path}: column '{columns[name]}' has no values (all empty/NaN)")
         data[name] = values
@@ -219,36 +199,6 @@ def canonical_frame(
     df.attrs["source"] = str(path)
     df.attrs["unsorted_rows"] = int(unsorted)
     return df
-
-
-def _to_float(col: pd.Series, path: Path, name: str, loc: Locate) -> np.ndarray:
-    kind = col.dtype.kind
-    if kind in "bcmM" or isinstance(col.dtype, pd.DatetimeTZDtype):
-        what = {"b": "booleans", "c": "complex numbers"}.get(kind, "dates or durations")
-        raise DataError(f"{path}: column '{name}' holds {what}, expected numbers")
-    if pd.api.types.is_numeric_dtype(col):
-        return col.to_numpy(dtype=np.float64, na_value=np.nan)
-    try:
-        converted = pd.to_numeric(col, errors="coerce")
-        text = col.astype("string").str.strip()
-    except (TypeError, ValueError, OverflowError):  # lists, dicts, huge ints in an object column
-        converted = pd.Series([_float_or_nan(v) for v in col], index=col.index)
-        text = pd.Series(["x" if v is not None else "" for v in col], dtype="string")
-    bad = converted.isna() & col.notna() & (text != "").fillna(False)
-    if bad.any():
-        i = int(np.flatnonzero(bad.to_numpy())[0])
-        hint = "; write decimals with a dot" if _DECIMAL_COMMA.match(str(col.iloc[i])) else ""
-        raise DataError(
-            f"{path}: column '{name}' has a non-numeric value {col.iloc[i]!r} at {loc(i)}{hint}"
-        )
-    return converted.to_numpy(dtype=np.float64, na_value=np.nan)
-
-
-def _float_or_nan(value: object) -> float:
-    try:
-        return float(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError, OverflowError):
-        return np.nan
 
 
 def _epoch_to_ns(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -371,15 +321,17 @@ def _parse_text(text: pd.Series, fail) -> pd.DatetimeIndex:
 
 def _as_ns(idx: pd.DatetimeIndex, fail) -> pd.DatetimeIndex:
     """``idx`` in nanoseconds, or the error naming its first value beyond that range."""
-    per_unit = {"s": 1_000_000_000, "ms": 1_000_000, "us": 1_000, "ns": 1}[idx.unit]
-    limit = np.iinfo(np.int64).max // per_unit
-    values = idx.asi8
-    bad = (values > limit) | (values < -limit)
-    if bad.any():
-        raise fail(
-            int(np.flatnonzero(bad)[0]), "a timestamp", f" that is out of range ({_NS_RANGE})"
-        )
+    i = out_of_ns_range(idx)
+    if i is not None:
+        raise fail(i, "a timestamp", f" that is out of range ({_NS_RANGE})")
     return idx.as_unit("ns").rename("timestamp")
+
+
+def out_of_ns_range(index: pd.DatetimeIndex) -> int | None:
+    """Position of the first time beyond pandas' nanoseconds (1677-09-21..2262-04-11), or None."""
+    per_unit = {"s": 1_000_000_000, "ms": 1_000_000, "us": 1_000, "ns": 1}[index.unit]
+    bad = np.abs(index.asi8) > np.iinfo(np.int64).max // per_unit
+    return int(np.flatnonzero(bad)[0]) if bad.any() else None
 
 
 def _check_plausible(ns: np.ndarray, col: pd.Series, path: Path, name: str, loc) -> None:
@@ -458,10 +410,10 @@ def validate_ohlcv(df: pd.DataFrame, *, what: str = "data") -> None:
     if len(df) == 0:
         raise DataError(f"{what}: no rows")
     ts = df.index.asi8
-    steps = np.diff(ts)
-    if steps.size and (steps <= 0).any():
-        i = int(np.flatnonzero(steps <= 0)[0]) + 1
-        kind = "duplicate" if steps[i - 1] == 0 else "unsorted"
+    not_after = ts[1:] <= ts[:-1]  # compared, not subtracted: steps may exceed int64
+    if not_after.any():
+        i = int(np.flatnonzero(not_after)[0]) + 1
+        kind = "duplicate" if ts[i] == ts[i - 1] else "unsorted"
         raise DataError(
             f"{what}: {kind} timestamp {df.index[i]} at row {i}; "
             "run clean_ohlcv_data() to sort and de-duplicate"

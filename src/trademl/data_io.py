@@ -5,7 +5,9 @@ unreadable), its container (gzip, zip, bz2, xz; a corrupt or truncated one is a
 :class:`~trademl.errors.DataError`), its text (UTF-8, or UTF-16 with a byte-order mark as
 MetaTrader 5 writes it), its delimiter (comma, tab or semicolon, sniffed from the first line),
 its header (present, or absent with 6, 7 or 12 columns), empty trailing columns left by a comma
-at the end of every line, and the file line of every data row, for error messages.
+at the end of every line, lines that hold only separators (skipped like blank lines), and
+the file line of every data row, for error messages. :func:`cells_to_float` turns a column
+of cells into numbers, naming the first cell that is not one.
 """
 
 from __future__ import annotations
@@ -29,26 +31,25 @@ import pandas as pd
 
 from trademl.errors import DataError
 
-__all__ = ["BINANCE_KLINE_COLUMNS", "CSV_SUFFIXES", "PARQUET_SUFFIXES", "RawTable", "read_table"]
+__all__ = [
+    "BINANCE_KLINE_COLUMNS",
+    "CSV_SUFFIXES",
+    "PARQUET_SUFFIXES",
+    "RawTable",
+    "cells_to_float",
+    "read_table",
+]
 
 CSV_SUFFIXES = (".csv", ".txt", ".csv.gz", ".csv.zip", ".csv.bz2", ".csv.xz")
 PARQUET_SUFFIXES = (".parquet", ".pq")
 
 # Binance kline files have no header and these 12 columns.
+# fmt: off
 BINANCE_KLINE_COLUMNS: tuple[str, ...] = (
-    "open_time",
-    "open",
-    "high",
-    "low",
-    "close",
-    "volume",
-    "close_time",
-    "quote_volume",
-    "trades",
-    "taker_buy_base_volume",
-    "taker_buy_quote_volume",
-    "ignore",
+    "open_time", "open", "high", "low", "close", "volume", "close_time", "quote_volume",
+    "trades", "taker_buy_base_volume", "taker_buy_quote_volume", "ignore",
 )
+# fmt: on
 _PLAIN_COLUMNS = ("timestamp", "open", "high", "low", "close", "volume")
 # MetaTrader 4 "History Center" exports: 2024.01.02,13:00,open,high,low,close,volume
 _METATRADER_COLUMNS = ("date", "time", "open", "high", "low", "close", "volume")
@@ -59,6 +60,7 @@ _DATE_RE = re.compile(r"^\d{4}[-./]\d{1,2}[-./]\d{1,2}(?:[T ]\S.*)?$")
 _CLOCK_RE = re.compile(r"^\d{1,2}:\d{2}(?::\d{2}(?:\.\d+)?)?$")
 _FIELDS_RE = re.compile(r"Expected (\d+) fields in line (\d+), saw (\d+)")
 _EOF_RE = re.compile(r"EOF inside string starting at row (\d+)")
+_DECIMAL_COMMA = re.compile(r"^\s*[-+]?\d+,\d+\s*$")
 _LINE_BREAK_RE = re.compile(r"\r\n|\r|\n")
 
 
@@ -195,8 +197,20 @@ def _parse_parquet(data: bytes, path: Path) -> pd.DataFrame:
     except Exception as exc:  # pyarrow raises several unrelated types
         raise DataError(f"{path}: not a readable Parquet file ({first_line(exc)})") from exc
     if isinstance(raw.index, pd.DatetimeIndex):
-        raw = raw.reset_index(names="timestamp" if "timestamp" not in raw.columns else None)
+        name = raw.index.name if "timestamp" in raw.columns else "timestamp"
+        if name in raw.columns:
+            raise DataError(
+                f"{path}: the Parquet file has both an index and a column named '{name}'; "
+                "keep one of them"
+            )
+        raw = raw.reset_index(names=name)
+    if len(raw) == 0:
+        raise DataError(f"{path}: the Parquet file has no rows")
     return raw
+
+
+# What pandas reads as a missing value (a subset of its default na_values), lower-case.
+_MISSING = {"", "na", "n/a", "nan", "-nan", "null", "none", "#n/a", "<na>"}
 
 
 def _is_number(text: str) -> bool:
@@ -205,6 +219,10 @@ def _is_number(text: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+def _number_or_missing(text: str) -> bool:
+    return text.lower() in _MISSING or _is_number(text)
 
 
 def looks_like_date(text: str) -> bool:
@@ -236,7 +254,7 @@ def _headerless_names(cells: list[str]) -> tuple[str, ...] | None:
 
     The first row is data when its first cell is a number or a date. It must then have 6
     cells (timestamp and OHLCV), 7 with a time of day second (MetaTrader: date, time, OHLCV)
-    or 12 (Binance klines), all numbers or empty after the timestamp; a comma at the end of
+    or 12 (Binance klines), all numbers or missing after the timestamp; a comma at the end of
     the line may add empty cells. ``()`` means data of an unknown layout.
     """
     if not cells or not (_is_number(cells[0]) or looks_like_date(cells[0])):
@@ -252,9 +270,26 @@ def _headerless_names(cells: list[str]) -> tuple[str, ...] | None:
             names, numbers = layouts[width], cells[1:width]
         else:
             continue
-        if all(_is_number(c) or c == "" for c in numbers):
+        if all(_number_or_missing(c) for c in numbers):
             return names
     return ()
+
+
+def _no_layout(path: Path, line: int, cells: list[str]) -> DataError:
+    """Why a first line that starts with a timestamp does not read as header-less data."""
+    start = 2 if len(cells) > 1 and looks_like_clock(cells[1]) else 1
+    bad = next((k for k in range(start, len(cells)) if not _number_or_missing(cells[k])), None)
+    if len(cells) in (6, 7, 12) and bad is not None:
+        return DataError(
+            f"{path}: line {line} starts with a timestamp, so the file is read as having no "
+            f"header, but its cell {bad + 1} ({cells[bad]!r}) is not a number. Fix that cell, "
+            "or add a header row naming the columns."
+        )
+    return DataError(
+        f"{path}: CSV has no header and {len(cells)} columns; expected 6 "
+        "(timestamp, open, high, low, close, volume), 7 (MetaTrader: date, time, open, "
+        "high, low, close, volume) or 12 (Binance klines). Add a header row naming the columns."
+    )
 
 
 def _parse_csv(text: str, path: Path) -> RawTable:
@@ -266,16 +301,17 @@ def _parse_csv(text: str, path: Path) -> RawTable:
     cells = [c.strip() for c in cells]
     layout = _headerless_names(cells)
     if layout == ():
-        raise DataError(
-            f"{path}: CSV has no header and {len(cells)} columns; expected 6 "
-            "(timestamp, open, high, low, close, volume), 7 (MetaTrader: date, time, open, "
-            "high, low, close, volume) or 12 (Binance klines). Add a header row naming the columns."
-        )
+        raise _no_layout(path, first_line_no, cells)
     header = layout is None
+    if header and not any(cells):
+        raise DataError(
+            f"{path}: line {first_line_no}, the header, names no column; write the column "
+            "names (timestamp, open, high, low, close, volume) there"
+        )
     if layout is None:
         named = max((k + 1 for k, c in enumerate(cells) if c), default=1)
         names = _unique([c or f"Unnamed: {k}" for k, c in enumerate(cells)])
-        limit = f"the header names {named} columns"
+        limit = f"the header names {named} column{'s' if named > 1 else ''}"
     else:
         named = len(layout)
         names = [*layout, *(f"Unnamed: {k}" for k in range(named, len(cells)))]
@@ -321,8 +357,13 @@ def _parse_csv(text: str, path: Path) -> RawTable:
         fields = named + int(np.flatnonzero(beyond[row])[-1]) + 1
         raise _too_wide(path, (lines(row), fields), limit)
     raw = raw.iloc[:, :named]
-    if len(raw) == 0:
+    # Lines of separators only (",,,,," as spreadsheets export empty rows) hold no value.
+    kept = np.flatnonzero(np.column_stack([_has_value(raw[c]) for c in raw.columns]).any(axis=1))
+    if len(kept) == 0:
         raise DataError(f"{path}: file has a header but no data rows")
+    if len(kept) < len(raw):
+        raw = raw.iloc[kept].reset_index(drop=True)
+        return RawTable(raw, "line", lambda i: lines(int(kept[i])))
     return RawTable(raw, "line", lines)
 
 
@@ -387,3 +428,34 @@ class _Lines:
         except (csv.Error, ValueError):
             pass
         return None
+
+
+def cells_to_float(col: pd.Series, path: Path, name: str, loc: Callable[[int], str]) -> np.ndarray:
+    """A column as float64 (empty cells NaN); a cell that is not a number is a DataError."""
+    kind = col.dtype.kind
+    if kind in "bcmM" or isinstance(col.dtype, pd.DatetimeTZDtype):
+        what = {"b": "booleans", "c": "complex numbers"}.get(kind, "dates or durations")
+        raise DataError(f"{path}: column '{name}' holds {what}, expected numbers")
+    if pd.api.types.is_numeric_dtype(col):
+        return col.to_numpy(dtype=np.float64, na_value=np.nan)
+    try:
+        converted = pd.to_numeric(col, errors="coerce")
+        text = col.astype("string").str.strip()
+    except (TypeError, ValueError, OverflowError):  # lists, dicts, huge ints in an object column
+        converted = pd.Series([_float_or_nan(v) for v in col], index=col.index)
+        text = pd.Series(["x" if v is not None else "" for v in col], dtype="string")
+    bad = converted.isna() & col.notna() & (text != "").fillna(False)
+    if bad.any():
+        i = int(np.flatnonzero(bad.to_numpy())[0])
+        hint = "; write decimals with a dot" if _DECIMAL_COMMA.match(str(col.iloc[i])) else ""
+        raise DataError(
+            f"{path}: column '{name}' has a non-numeric value {col.iloc[i]!r} at {loc(i)}{hint}"
+        )
+    return converted.to_numpy(dtype=np.float64, na_value=np.nan)
+
+
+def _float_or_nan(value: object) -> float:
+    try:
+        return float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError, OverflowError):
+        return np.nan
