@@ -24,7 +24,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from trademl.data_io import BINANCE_KLINE_COLUMNS, cells_to_float, looks_like_clock, read_table
+from trademl.data_io import (
+    BINANCE_KLINE_COLUMNS,
+    cells_to_float,
+    is_number,
+    looks_like_clock,
+    read_table,
+)
 from trademl.errors import DataError
 
 __all__ = [
@@ -250,6 +256,8 @@ def _parse_timestamps(col: pd.Series, path: Path, name: str, loc: Locate) -> pd.
         raise DataError(f"{path}: column '{name}' has a missing timestamp at {loc(i)}")
     if numeric_dtype:
         values = col.to_numpy()
+    elif not is_number(str(text.iloc[0])):  # dates (the numbers test is slow on strings)
+        return _parse_text(text, fail)
     else:
         numeric = pd.to_numeric(text, errors="coerce")
         values = numeric.to_numpy(dtype=np.float64, na_value=np.nan)

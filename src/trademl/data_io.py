@@ -61,7 +61,7 @@ _CLOCK_RE = re.compile(r"^\d{1,2}:\d{2}(?::\d{2}(?:\.\d+)?)?$")
 _FIELDS_RE = re.compile(r"Expected (\d+) fields in line (\d+), saw (\d+)")
 _EOF_RE = re.compile(r"EOF inside string starting at row (\d+)")
 _DECIMAL_COMMA = re.compile(r"^\s*[-+]?\d+,\d+\s*$")
-_LINE_BREAK_RE = re.compile(r"\r\n|\r|\n")
+_LINE_RE = re.compile(r"([^\r\n]*)(?:\r\n|\r|\n|$)")
 
 
 @dataclass(frozen=True)
@@ -213,7 +213,8 @@ def _parse_parquet(data: bytes, path: Path) -> pd.DataFrame:
 _MISSING = {"", "na", "n/a", "nan", "-nan", "null", "none", "#n/a", "<na>"}
 
 
-def _is_number(text: str) -> bool:
+def is_number(text: str) -> bool:
+    """Whether ``float()`` reads the text."""
     try:
         float(text)
     except ValueError:
@@ -222,7 +223,7 @@ def _is_number(text: str) -> bool:
 
 
 def _number_or_missing(text: str) -> bool:
-    return text.lower() in _MISSING or _is_number(text)
+    return text.lower() in _MISSING or is_number(text)
 
 
 def looks_like_date(text: str) -> bool:
@@ -241,11 +242,16 @@ def _sniff(line: str) -> str:
     return _DELIMITERS[counts.index(max(counts))]
 
 
-def _first_record(text: str, sep: str) -> tuple[int, list[str]] | None:
-    """Line number and cells of the first non-blank line."""
-    for number, line in enumerate(_LINE_BREAK_RE.split(text), start=1):
+def _lines_of(text: str):
+    """The text's lines, lazily; a line ends at \\r\\n, \\r or \\n, as pandas reads it."""
+    return (match.group(1) for match in _LINE_RE.finditer(text))
+
+
+def _first_nonblank(text: str) -> tuple[int, str] | None:
+    """Number and text of the first line that is not blank."""
+    for number, line in enumerate(_lines_of(text), start=1):
         if line.strip():
-            return number, next(csv.reader([line], delimiter=sep), [])
+            return number, line
     return None
 
 
@@ -257,7 +263,7 @@ def _headerless_names(cells: list[str]) -> tuple[str, ...] | None:
     or 12 (Binance klines), all numbers or missing after the timestamp; a comma at the end of
     the line may add empty cells. ``()`` means data of an unknown layout.
     """
-    if not cells or not (_is_number(cells[0]) or looks_like_date(cells[0])):
+    if not cells or not (is_number(cells[0]) or looks_like_date(cells[0])):
         return None
     widths = [len(cells)]  # an empty last cell may be a missing value or a trailing comma
     while widths[-1] > 1 and cells[widths[-1] - 1] == "":
@@ -293,11 +299,12 @@ def _no_layout(path: Path, line: int, cells: list[str]) -> DataError:
 
 
 def _parse_csv(text: str, path: Path) -> RawTable:
-    sep = _sniff(next((line for line in _LINE_BREAK_RE.split(text) if line.strip()), ""))
-    first = _first_record(text, sep)
+    first = _first_nonblank(text)
     if first is None:
         raise DataError(f"{path}: file is empty (only blank lines)")
-    first_line_no, cells = first
+    first_line_no, line = first
+    sep = _sniff(line)
+    cells = next(csv.reader([line], delimiter=sep), [])
     cells = [c.strip() for c in cells]
     layout = _headerless_names(cells)
     if layout == ():
@@ -321,7 +328,7 @@ def _parse_csv(text: str, path: Path) -> RawTable:
         with warnings.catch_warnings():
             warnings.simplefilter("error", pd.errors.ParserWarning)
             raw = pd.read_csv(
-                io.StringIO(text),
+                io.BytesIO(text.encode()),
                 sep=sep,
                 header=None,
                 skiprows=[first_line_no - 1] if header else None,
@@ -351,14 +358,16 @@ def _parse_csv(text: str, path: Path) -> RawTable:
     except Exception as exc:  # the parser's other complaints about the text
         raise DataError(f"{path}: not a readable CSV file ({first_line(exc)})") from exc
     # Cells beyond the named columns must be empty: a comma at the end of every line.
-    beyond = np.column_stack([_has_value(raw[c]) for c in raw.columns[named:]])
+    beyond = _rows_with_value(raw.iloc[:, named:])
     if beyond.any():
-        row = int(beyond.any(axis=1).argmax())
-        fields = named + int(np.flatnonzero(beyond[row])[-1]) + 1
-        raise _too_wide(path, (lines(row), fields), limit)
+        row = int(beyond.argmax())
+        last = max(
+            k for k in range(named, raw.shape[1]) if _rows_with_value(raw.iloc[[row], [k]])[0]
+        )
+        raise _too_wide(path, (lines(row), last + 1), limit)
     raw = raw.iloc[:, :named]
     # Lines of separators only (",,,,," as spreadsheets export empty rows) hold no value.
-    kept = np.flatnonzero(np.column_stack([_has_value(raw[c]) for c in raw.columns]).any(axis=1))
+    kept = np.flatnonzero(_rows_with_value(raw))
     if len(kept) == 0:
         raise DataError(f"{path}: file has a header but no data rows")
     if len(kept) < len(raw):
@@ -367,10 +376,20 @@ def _parse_csv(text: str, path: Path) -> RawTable:
     return RawTable(raw, "line", lines)
 
 
-def _has_value(col: pd.Series) -> np.ndarray:
-    if pd.api.types.is_numeric_dtype(col):
-        return col.notna().to_numpy()
-    return (col.astype("string").str.strip() != "").fillna(False).to_numpy(dtype=bool)
+def _rows_with_value(frame: pd.DataFrame) -> np.ndarray:
+    """Rows with a non-blank cell; text columns (slow) only for rows still without one."""
+    has = np.zeros(len(frame), dtype=bool)
+    columns = [frame.iloc[:, k] for k in range(frame.shape[1])]
+    for col in sorted(columns, key=lambda c: not pd.api.types.is_numeric_dtype(c)):
+        rest = ~has
+        if not rest.any():
+            break
+        if pd.api.types.is_numeric_dtype(col):
+            has |= col.notna().to_numpy()
+        else:
+            text = col[rest].astype("string").str.strip()
+            has[rest] = (text != "").fillna(False).to_numpy(dtype=bool)
+    return has
 
 
 def _unique(names: list[str]) -> list[str]:
@@ -403,7 +422,7 @@ class _Lines:
 
     def _records(self):
         """(start line, field count) of each non-blank record, as pandas reads them."""
-        reader = csv.reader(_LINE_BREAK_RE.split(self._text), delimiter=self._sep)
+        reader = csv.reader(_lines_of(self._text), delimiter=self._sep)
         previous = 0
         for record in reader:
             if record and not (len(record) == 1 and not record[0].strip()):
