@@ -86,7 +86,8 @@ def load_ohlcv_data(path: str | Path) -> pd.DataFrame:
         The delimiter (comma, tab or semicolon) is taken from the first line. A CSV whose
         first cell is a number or a date has no header: it is read as ``timestamp, open,
         high, low, close, volume`` (6 columns), MetaTrader's ``date, time, open, high, low,
-        close, volume`` (7) or Binance klines (12).
+        close, volume`` (7) or Binance klines (12). Blank lines, lines of separators only
+        and a separator at the end of every line are ignored.
 
     Returns
     -------
@@ -312,8 +313,8 @@ def _parse_text(text: pd.Series, fail) -> pd.DatetimeIndex:
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
         try:
-            alone = pd.to_datetime(pd.Series([text.iloc[i]]), utc=True, format="ISO8601")
-            out_of_range = not alone.isna().any()
+            alone = pd.DatetimeIndex(pd.to_datetime([text.iloc[i]], utc=True, format="ISO8601"))
+            out_of_range = not alone.hasnans and out_of_ns_range(alone) is not None
         except (ValueError, OverflowError) as exc:  # OutOfBoundsDatetime is a ValueError
             out_of_range = "out of bounds" in str(exc).lower()
         if out_of_range:

@@ -133,22 +133,17 @@ def first_line(exc: BaseException) -> str:
     return text[0] if text else type(exc).__name__
 
 
-_DECOMPRESSORS = {".gz": ("gzip", gzip.decompress), ".bz2": ("bz2", bz2.decompress)}
-_DECOMPRESSORS[".xz"] = ("xz", lzma.decompress)
+_CONTAINERS = {".gz": ("gzip", gzip.decompress), ".bz2": ("bz2", bz2.decompress)}
+_CONTAINERS |= {".xz": ("xz", lzma.decompress), ".zip": ("zip", None)}
 
 
 def _decompress(data: bytes, path: Path) -> bytes:
     name = path.name.lower()
-    kind = "zip" if name.endswith(".zip") else None
-    for suffix, (label, _) in _DECOMPRESSORS.items():
-        if name.endswith(suffix):
-            kind = label
+    kind, expand = next((v for s, v in _CONTAINERS.items() if name.endswith(s)), (None, None))
     if kind is None:
         return data
     try:
-        if kind == "zip":
-            return _unzip(data, path)
-        return dict(_DECOMPRESSORS.values())[kind](data)
+        return _unzip(data, path) if expand is None else expand(data)
     except (DataError, MemoryError):
         raise
     except Exception as exc:  # each codec raises its own types: EOFError, OSError, LZMAError...
@@ -462,7 +457,7 @@ def cells_to_float(col: pd.Series, path: Path, name: str, loc: Callable[[int], s
         text = col.astype("string").str.strip()
     except (TypeError, ValueError, OverflowError):  # lists, dicts, huge ints in an object column
         converted = pd.Series([_float_or_nan(v) for v in col], index=col.index)
-        text = pd.Series(["x" if v is not None else "" for v in col], dtype="string")
+        text = pd.Series(["x" if v is not None else "" for v in col], col.index, "string")
     bad = converted.isna() & col.notna() & (text != "").fillna(False)
     if bad.any():
         i = int(np.flatnonzero(bad.to_numpy())[0])
