@@ -68,7 +68,10 @@ def test_sigterm_during_training_ends_the_run_killed_and_registers_nothing(store
                 running = [r for r in _runs(store) if r.info.status == "RUNNING"]
             except Exception:  # the store is being created by the other process
                 running = []
-    assert running, "the training run never started"
+    if not running:
+        proc.kill()
+        _, err = proc.communicate()
+        pytest.fail(f"the training run never started (exit {proc.returncode}): {err[-3000:]}")
     time.sleep(1.0)  # into the data/features/fit stages
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=60)

@@ -268,7 +268,7 @@ def test_clear_errors(production_model, candles_csv, tmp_path):
         build_runtime(live_cfg(store, j, garbage, *SCALPING))
     with pytest.raises(ConfigError, match="strategy.type='magic'"):
         build_runtime(live_cfg(store, j, candles_csv, "strategy.type=magic"))
-    with pytest.raises(ConfigError, match="feeds is empty"):
+    with pytest.raises(ConfigError, match="feeds must be a list of at least one"):
         build_runtime(live_cfg(store, j, candles_csv, *SCALPING, "feeds=[]"))
     with pytest.raises(ConfigError, match="neither replay, follow"):
         build_runtime(live_cfg(store, j, candles_csv, *SCALPING, "feeds.0.type=websocket"))
@@ -282,7 +282,9 @@ def test_clear_errors(production_model, candles_csv, tmp_path):
     )
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 2
-    assert err.strip().splitlines()[-1] == f"trademl: error: {tmp_path}/no.csv: file not found"
+    assert err.strip().splitlines()[-1] == (
+        f"trademl: error: feeds.0.path={tmp_path}/no.csv: file not found"
+    )
     assert "Traceback" not in err
 
 

@@ -110,9 +110,7 @@ def test_a_widened_trusted_type_list_is_refused(original, tmp_path):
     assert uri in str(info.value)
 
 
-def test_a_type_outside_the_projects_list_is_refused_even_if_mlmodel_trusts_it(
-    original, tmp_path
-):
+def test_a_type_outside_the_projects_list_is_refused_even_if_mlmodel_trusts_it(original, tmp_path):
     marker = tmp_path / "printed"
     evil = Pipeline([("f", FunctionTransformer(func=print))])
 
@@ -129,9 +127,7 @@ def test_a_type_outside_the_projects_list_is_refused_even_if_mlmodel_trusts_it(
 
 def test_an_unknown_estimator_in_the_metadata_is_refused(original, tmp_path):
     def rename(path: Path) -> None:
-        edit_mlmodel(
-            path, lambda d: d["metadata"]["trademl"].update(estimator="evil.Estimator")
-        )
+        edit_mlmodel(path, lambda d: d["metadata"]["trademl"].update(estimator="evil.Estimator"))
 
     with pytest.raises(ModelError, match="'evil.Estimator' has no reviewed skops trusted"):
         load(original, tampered(original, tmp_path, rename))

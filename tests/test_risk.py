@@ -32,7 +32,7 @@ def test_risk_based_size_when_the_cap_does_not_bind():
 
 
 def test_fees_count_in_the_risk_and_lots_round_down():
-    engine = RiskEngine({"fee_bps": 10, "size_step": 0.5})
+    engine = RiskEngine({"size_step": 0.5}, fees_bps=10)
     order = engine.apply_risk_to_signal("LONG", 10_000, 100.0, 98.0)
     # risk per unit = 2.0 + 2 * 0.001 * 100 = 2.2 -> 45.45 units -> 45.0 in steps of 0.5
     assert order.size == 45.0
@@ -73,8 +73,17 @@ def test_size_limits_and_short_switch():
 
 @pytest.mark.parametrize(
     "kwargs",
-    [{"risk_per_trade": 0}, {"risk_per_trade": 2}, {"max_position_fraction": 0}, {"fee_bps": -1}],
+    [{"risk_per_trade": 0}, {"risk_per_trade": 2}, {"max_position_fraction": 0}, {"min_size": -1}],
 )
 def test_bad_risk_config(kwargs):
     with pytest.raises(ConfigError):
         RiskConfig(**kwargs)
+
+
+def test_one_fee_setting():
+    """The fee is an execution setting (backtest.fees_bps), not a risk limit: the old
+    risk.fee_bps, which the backtester ignored, is refused with where it went."""
+    with pytest.raises(ConfigError, match="risk.fee_bps was removed: the one fee is backtest"):
+        RiskEngine({"fee_bps": 10})
+    with pytest.raises(ConfigError, match="fees_bps=-1 must be in"):
+        RiskEngine(fees_bps=-1)

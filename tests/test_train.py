@@ -194,5 +194,5 @@ def test_bad_overrides_are_config_errors(compose, override, match):
 
 def test_csv_data_requires_a_path(store, compose):
     overrides = [o for o in fast_overrides(store, "data=csv") if not o.startswith("data.n=")]
-    with pytest.raises(ConfigError, match="Missing mandatory value: data.path"):
+    with pytest.raises(ConfigError, match="data.path is required: give it on the command line"):
         train(compose(overrides))

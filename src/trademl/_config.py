@@ -3,12 +3,27 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+import difflib
+from collections.abc import Mapping, Sequence
 from typing import Any, TypeVar
 
 from trademl.errors import ConfigError
 
 T = TypeVar("T")
+
+# Keys that were renamed or removed: where they went (a migration, as Freqtrade does).
+MOVED_KEYS: dict[str, str] = {
+    "risk.fee_bps": "was removed: the one fee is backtest.fees_bps (per side, on every fill, "
+    "and counted in position sizing too)",
+    "risk.fees_bps": "does not exist: the one fee is backtest.fees_bps (per side, on every "
+    "fill, and counted in position sizing too)",
+    "strategy.base_sl_atr_mult": "was renamed strategy.sl_atr_mult",
+    "strategy.base_tp_atr_mult": "was renamed strategy.tp_atr_mult",
+    "strategy.params.base_sl_atr_mult": "was renamed strategy.params.sl_atr_mult",
+    "strategy.params.base_tp_atr_mult": "was renamed strategy.params.tp_atr_mult",
+    "signal.base_sl_atr_mult": "was renamed signal.sl_atr_mult",
+    "signal.base_tp_atr_mult": "was renamed signal.tp_atr_mult",
+}
 
 
 def coerce_config(value: Any, cls: type[T], *, name: str | None = None) -> T:
@@ -39,12 +54,21 @@ def coerce_config(value: Any, cls: type[T], *, name: str | None = None) -> T:
     data.pop("_target_", None)
     fields = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     unknown = sorted(set(data) - fields)
+    for key in unknown:
+        if f"{label}.{key}" in MOVED_KEYS:
+            raise ConfigError(f"{label}.{key} {MOVED_KEYS[f'{label}.{key}']}")
     if unknown:
         raise ConfigError(
-            f"{label}: unknown key(s) {', '.join(map(repr, unknown))}; "
-            f"valid keys: {', '.join(sorted(fields))}"
+            f"{label}: unknown key(s) {', '.join(map(repr, unknown))}"
+            f"{did_you_mean(unknown[0], sorted(fields))}; valid keys: {', '.join(sorted(fields))}"
         )
     return cls(**data)
+
+
+def did_you_mean(key: str, candidates: Sequence[str]) -> str:
+    """``"; did you mean 'x'?"`` for the closest candidate, or ``""``."""
+    match = difflib.get_close_matches(key, list(candidates), n=1, cutoff=0.6)
+    return f"; did you mean {match[0]!r}?" if match else ""
 
 
 def _plain(value: Any) -> Any:

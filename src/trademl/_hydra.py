@@ -3,6 +3,7 @@ instantiating configs with trademl's errors instead of Hydra's wrapped ones."""
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -48,4 +49,31 @@ def compose_config(overrides: Sequence[str] = (), config_name: str = "train") ->
         if isinstance(exc, TradeMLError):
             raise
         text = " ".join(str(exc).split()).split(" Config search path:")[0]
-        raise ConfigError(text) from exc
+        raise ConfigError(text + _suggestion(text, overrides, config_name)) from exc
+
+
+def _suggestion(text: str, overrides: Sequence[str], config_name: str) -> str:
+    """For "Could not override 'a.b'": where a moved key went, or the closest existing key."""
+    import re
+
+    from omegaconf import OmegaConf
+
+    from trademl._config import MOVED_KEYS
+
+    m = re.match(r"Could not override '([\w.]+)'", text)
+    if not m:
+        return ""
+    key = m[1]
+    if key in MOVED_KEYS:
+        return f" ({key} {MOVED_KEYS[key]})"
+    rest = [o for o in overrides if o.split("=", 1)[0].lstrip("+~") != key]
+    try:
+        cfg = compose_config(rest, config_name)
+    except TradeMLError:
+        return ""
+    parent, _, leaf = key.rpartition(".")
+    node = OmegaConf.select(cfg, parent) if parent else cfg
+    if not OmegaConf.is_dict(node):
+        return ""
+    match = difflib.get_close_matches(leaf, [str(k) for k in node if k != "hydra"], n=1)
+    return f"; did you mean {(f'{parent}.' if parent else '') + match[0]!r}?" if match else ""

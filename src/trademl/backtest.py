@@ -95,7 +95,7 @@ def fill_params(
 ) -> tuple:
     """The parameters :func:`step` takes, from the risk limits and the fill settings.
 
-    Sizing counts the fill fees (``fees_bps``), not ``risk.fee_bps``: one fee for both.
+    Sizing counts the fill fees (``fees_bps``): one fee setting for both.
     """
     return (
         float(risk.risk_per_trade),

@@ -23,6 +23,7 @@ from trademl.backtest import Backtest, BacktestResult
 from trademl.cleaning import clean_ohlcv_data
 from trademl.errors import exit_on_user_error
 from trademl.performance import plot_equity
+from trademl.schemas import validate_config
 from trademl.strategies import MLStrategy
 from trademl.tracking import RunRecorder, config_params, flatten, setup_tracking, signals_raise
 
@@ -58,14 +59,11 @@ def run_backtest(cfg: DictConfig) -> BacktestRun:
     The run is open from the strategy's loading to the last artifact: it ends FINISHED,
     FAILED (any error) or KILLED (SIGINT/SIGTERM).
     """
+    checked = validate_config(cfg, "backtest")  # before MLflow or data are touched
     log_run = bool(cfg.get("log_to_mlflow", True))
-    cleaning = instantiate_node(cfg.cleaning, "cleaning")
-    risk = instantiate_node(cfg.risk, "risk")
+    cleaning, risk, strategy = checked["cleaning"], checked["risk"], checked["strategy"]
     bt_cfg = OmegaConf.to_container(cfg.backtest, resolve=True)
-    settings, experiment_id = (
-        setup_tracking(instantiate_node(cfg.mlflow, "mlflow")) if log_run else (None, None)
-    )
-    strategy = instantiate_node(cfg.strategy, "strategy")
+    settings, experiment_id = setup_tracking(checked["mlflow"]) if log_run else (None, None)
     model = strategy.load() if isinstance(strategy, MLStrategy) else None
     with signals_raise(), _open_run(settings, experiment_id, strategy, model) as rec:
         raw = instantiate_node(cfg.data, "data")

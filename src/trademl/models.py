@@ -13,6 +13,7 @@ a model that needs anything else is refused rather than trusted blindly.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import inspect
 import logging
@@ -24,9 +25,10 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.utils.class_weight import compute_sample_weight
 
+from trademl._config import did_you_mean
 from trademl.errors import ConfigError, ModelError
 
-__all__ = ["SKOPS_TRUSTED_TYPES", "ModelSpec", "check_trusted_types"]
+__all__ = ["SKOPS_TRUSTED_TYPES", "ModelSpec", "check_trusted_types", "shared_sweep_keys"]
 
 log = logging.getLogger(__name__)
 
@@ -65,10 +67,11 @@ class ModelSpec:
         ``class_weight`` (use ``class_weight='balanced'``), ``sample_weight``
         (balanced sample weights at fit time) or ``none``.
     **params
-        Hyperparameters of the classifier. A parameter the classifier does not
-        accept is ignored with a warning when set, and silently when null: the
-        shared sweep keys (``max_depth``) are declared in every model config so
-        that ``-m model=a,b model.max_depth=5,10`` works across model types.
+        Hyperparameters of the classifier. The shared sweep keys (``max_depth``,
+        :func:`shared_sweep_keys`) are declared in every model config so that
+        ``-m model=a,b model.max_depth=5,10`` works across model types: one the
+        classifier does not take is ignored with a warning when set, and silently
+        when null. Any other key the classifier does not take is a ConfigError.
     """
 
     def __init__(
@@ -93,13 +96,27 @@ class ModelSpec:
                 "or none"
             )
         self._cls = _import_estimator(estimator)
-        accepted = set(inspect.signature(self._cls.__init__).parameters) - {"self"}
-        self.estimator_params = {k: v for k, v in params.items() if k in accepted}
-        self.ignored_params = {
-            k: v for k, v in params.items() if k not in accepted and v is not None
+        signature = inspect.signature(self._cls.__init__).parameters
+        accepted = {
+            n for n, p in signature.items() if n != "self" and p.kind not in (p.VAR_KEYWORD,)
         }
-        for key, value in self.ignored_params.items():
-            log.warning("model.%s=%r does not apply to %s; ignored", key, value, estimator)
+        # LightGBM takes its many parameters (verbose, ...) through **kwargs
+        takes_kwargs = any(p.kind is p.VAR_KEYWORD for p in signature.values())
+        shared = shared_sweep_keys()
+        self.estimator_params, self.ignored_params = {}, {}
+        for key, value in params.items():
+            if key in accepted or (takes_kwargs and key not in shared and value is not None):
+                self.estimator_params[key] = value
+            elif key in shared:
+                if value is not None:
+                    self.ignored_params[key] = value
+                    log.warning("model.%s=%r does not apply to %s; ignored", key, value, estimator)
+            else:
+                raise ConfigError(
+                    f"model.{key} is not a parameter of {estimator}"
+                    f"{did_you_mean(key, sorted(accepted | shared))} (its parameters: "
+                    f"{', '.join(sorted(accepted))})"
+                )
         if balance == "class_weight":
             if "class_weight" not in accepted:
                 raise ConfigError(
@@ -138,11 +155,67 @@ class ModelSpec:
         steps.append(("clf", clf))
         return Pipeline(steps)
 
+    def validate_params(self) -> None:
+        """Check the hyperparameters as the estimator would at fit time, without fitting.
+
+        scikit-learn estimators declare their parameter constraints; for others (LightGBM) a
+        value must have the type of the parameter's default (an int for an int, ...).
+        """
+        clf = self.build(0).steps[-1][1]
+        if hasattr(clf, "_parameter_constraints"):
+            try:
+                clf._validate_params()
+            except (ValueError, TypeError) as exc:
+                raise ConfigError(_param_message(str(exc))) from None
+            return
+        defaults = {
+            n: p.default
+            for n, p in inspect.signature(self._cls.__init__).parameters.items()
+            if p.default is not p.empty
+        }
+        for key, value in self.estimator_params.items():
+            default = defaults.get(key)
+            if default is None or (isinstance(default, str) and not isinstance(value, str)):
+                continue
+            kind = float if isinstance(default, float) else type(default)
+            ok = isinstance(value, kind) and not (isinstance(value, bool) and kind is not bool)
+            if kind is float:
+                ok = isinstance(value, int | float) and not isinstance(value, bool)
+            if not ok:
+                raise ConfigError(
+                    f"model.{key}={value!r} must be of type {kind.__name__} (like its default "
+                    f"{default!r} in {self.estimator})"
+                )
+
     def fit_params(self, y: np.ndarray) -> dict[str, Any]:
         """Keyword arguments for ``Pipeline.fit`` (balanced sample weights if configured)."""
         if self.balance == "sample_weight":
             return {"clf__sample_weight": compute_sample_weight("balanced", y)}
         return {}
+
+
+def _param_message(text: str) -> str:
+    """scikit-learn's "The 'x' parameter of Y must be ... Got v instead." as model.x=v must be."""
+    import re
+
+    m = re.match(r"The '(\w+)' parameter of (\w+) must be (.*)\. Got (.*) instead\.", text)
+    if not m:
+        return f"model: {text}"
+    return f"model.{m[1]}={m[4]} must be {m[3]} ({m[2]})"
+
+
+@functools.cache
+def shared_sweep_keys() -> frozenset[str]:
+    """Keys declared in every model config (conf/model/*.yaml, null where unused): a sweep may
+    set them across model types, so one a model does not use is ignored with a warning; any
+    other key a model does not take is an error."""
+    import yaml
+
+    from trademl._hydra import CONFIG_DIR
+
+    keys = [set(yaml.safe_load(p.read_text()) or {}) for p in (CONFIG_DIR / "model").glob("*.yaml")]
+    spec_keys = {"_target_", "name", "estimator", "registered_name", "scale", "balance"}
+    return frozenset(set.intersection(*keys) - spec_keys) if keys else frozenset()
 
 
 def _import_estimator(path: str) -> type:

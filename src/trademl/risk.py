@@ -34,8 +34,6 @@ class RiskConfig:
         order is rejected.
     size_step
         Lot size: sizes are floored to a multiple (0 or null = no rounding).
-    fee_bps
-        Fee per side in basis points, counted in the risk of a trade (entry and exit fees).
     allow_short
         Reject SHORT signals when false.
     """
@@ -45,7 +43,6 @@ class RiskConfig:
     min_size: float = 0.0
     max_size: float | None = None
     size_step: float | None = None
-    fee_bps: float = 0.0
     allow_short: bool = True
 
     def __post_init__(self) -> None:
@@ -55,15 +52,10 @@ class RiskConfig:
             "min_size": self.min_size >= 0.0,
             "max_size": self.max_size is None or self.max_size >= 0.0,
             "size_step": self.size_step is None or self.size_step >= 0.0,
-            "fee_bps": 0.0 <= self.fee_bps < 1000.0,
         }
         for name, ok in checks.items():
             if not ok:
                 raise ConfigError(f"risk.{name}={getattr(self, name)!r} is out of range")
-
-    @property
-    def fee_rate(self) -> float:
-        return self.fee_bps / 10_000.0
 
 
 @dataclass
@@ -95,10 +87,18 @@ class Order:
 
 
 class RiskEngine:
-    """Sizes and validates signals under a :class:`RiskConfig`."""
+    """Sizes and validates signals under a :class:`RiskConfig`.
 
-    def __init__(self, config: RiskConfig | dict | None = None) -> None:
+    ``fees_bps`` is the fee per side of the fills (``backtest.fees_bps`` in a config, the one
+    fee setting): the risk of a trade counts the entry and exit fees. It is an execution
+    setting, not a risk limit, so it is given here rather than in the ``RiskConfig``.
+    """
+
+    def __init__(self, config: RiskConfig | dict | None = None, *, fees_bps: float = 0.0) -> None:
         self.config = coerce_config(config, RiskConfig, name="risk")
+        if not 0.0 <= fees_bps < 1000.0:
+            raise ConfigError(f"fees_bps={fees_bps!r} must be in [0, 1000)")
+        self.fee_rate = float(fees_bps) / 1e4
 
     def apply_risk_to_signal(
         self,
@@ -158,11 +158,11 @@ class RiskEngine:
             cfg.min_size,
             cfg.max_size or 0.0,
             cfg.size_step or 0.0,
-            cfg.fee_rate,
+            self.fee_rate,
         )
         if size <= 0:
             return reject(f"size below the minimum {cfg.min_size} units")
-        risk = size * (distance + 2.0 * cfg.fee_rate * entry_price)
+        risk = size * (distance + 2.0 * self.fee_rate * entry_price)
         return Order(
             approved=True,
             size=size,

@@ -30,12 +30,13 @@ from tqdm.auto import tqdm
 
 from trademl import __version__
 from trademl._hydra import CONFIG_DIR, compose_config, instantiate_node
-from trademl.errors import ConfigError, exit_on_user_error
+from trademl.errors import exit_on_user_error
 from trademl.evaluation import evaluate
 from trademl.labels import LABEL_TO_INT
 from trademl.models import ModelSpec, check_trusted_types
 from trademl.prepare import PreparedData, prepare_data_for_ml
 from trademl.registry import promote_model
+from trademl.schemas import validate_config
 from trademl.sweep import PARENT_RUN_FILE
 from trademl.tracking import (
     RunRecorder,
@@ -83,13 +84,6 @@ class TrainResult:
                 f"registered {self.registered_name} version {self.registered_version}{where}"
             )
         return "\n".join(lines)
-
-
-def _seed(cfg: DictConfig) -> int:
-    seed = cfg.get("seed")
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise ConfigError(f"seed={seed!r} must be an integer >= 0")
-    return seed
 
 
 def _parent_run_id() -> str | None:
@@ -142,13 +136,12 @@ def train(cfg: DictConfig) -> TrainResult:
     TrainResult
         Run id, test metrics, model URI and registered version.
     """
-    seed = _seed(cfg)
-    spec: ModelSpec = instantiate_node(cfg.model, "model")
-    steps = {
-        name: instantiate_node(cfg[name], name)
-        for name in ("cleaning", "features", "labels", "split")
-    }
-    settings, experiment_id = setup_tracking(instantiate_node(cfg.mlflow, "mlflow"))
+    checked = validate_config(cfg, "train")  # before MLflow or data are touched
+    seed = int(cfg.seed)
+    spec: ModelSpec = checked["model"]
+    steps = {name: checked[name] for name in ("cleaning", "features", "labels", "split")}
+    ev_cfg = checked["evaluation"]
+    settings, experiment_id = setup_tracking(checked["mlflow"])
     stage = _Stages(total=6 if cfg.get("promote") else 5, enabled=bool(cfg.get("progress", True)))
     try:
         with signals_raise(), _start_run(cfg, settings, experiment_id, spec, steps) as rec:
@@ -161,15 +154,14 @@ def train(cfg: DictConfig) -> TrainResult:
                 model.fit(data.X_train, data.y_train.to_numpy(), **spec.fit_params(data.y_train))
                 check_trusted_types(model, spec.trusted_types)
             with stage("evaluate"):
-                ev_cfg = cfg.get("evaluation") or {}
                 evaluation = evaluate(
                     model,
                     data.X_test,
                     data.y_test,
                     data.fwd_test,
                     data.y_train,
-                    permutation_repeats=int(ev_cfg.get("permutation_repeats", 3)),
-                    permutation_max_rows=int(ev_cfg.get("permutation_max_rows", 2000)),
+                    permutation_repeats=ev_cfg.permutation_repeats,
+                    permutation_max_rows=ev_cfg.permutation_max_rows,
                     seed=seed,
                 )
                 train_pred = model.predict(data.X_train)
@@ -186,7 +178,7 @@ def train(cfg: DictConfig) -> TrainResult:
                     spec,
                     model,
                     evaluation,
-                    top=int(ev_cfg.get("top_features_plot", 20)),
+                    top=ev_cfg.top_features_plot,
                 )
             if cfg.get("promote") and result.registered_version:
                 with stage("promote"):

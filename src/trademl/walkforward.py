@@ -13,6 +13,7 @@ plus ``risk``, ``backtest`` and ``signal`` settings).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import sys
 from dataclasses import dataclass
@@ -29,6 +30,7 @@ from trademl.errors import exit_on_user_error
 from trademl.evaluation import class_probabilities, evaluate, probability_metrics
 from trademl.performance import plot_equity
 from trademl.prepare import build_dataset
+from trademl.schemas import validate_config
 from trademl.splits import walk_forward_folds
 from trademl.strategies.ml_strategy import model_signals
 from trademl.tracking import RunRecorder, config_params, setup_tracking, signals_raise
@@ -54,15 +56,12 @@ def _backtest(candles, signals, start, stop, cfg, risk) -> BacktestResult:
 
 def walk_forward(cfg: DictConfig) -> WalkForwardResult:
     """Run the walk-forward evaluation configured by ``cfg`` and log it to MLflow."""
-    labels = instantiate_node(cfg.labels, "labels")
-    split = instantiate_node(cfg.split, "split")
-    spec = instantiate_node(cfg.model, "model")
-    risk = instantiate_node(cfg.risk, "risk")
-    cleaning = instantiate_node(cfg.cleaning, "cleaning")
-    features = instantiate_node(cfg.features, "features")
+    checked = validate_config(cfg, "walkforward")  # before MLflow or data are touched
+    labels, split, spec = checked["labels"], checked["split"], checked["model"]
+    risk, cleaning, features = checked["risk"], checked["cleaning"], checked["features"]
     bt_cfg = OmegaConf.to_container(cfg.backtest, resolve=True)
-    sig_cfg = OmegaConf.to_container(cfg.signal, resolve=True)
-    settings, experiment_id = setup_tracking(instantiate_node(cfg.mlflow, "mlflow"))
+    sig_cfg = dataclasses.asdict(checked["signal"])
+    settings, experiment_id = setup_tracking(checked["mlflow"])
     rows, fold_runs, oos_signals, oos_proba = [], [], [], []
     with (
         signals_raise(),

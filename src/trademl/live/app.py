@@ -153,37 +153,43 @@ def build_runtime(cfg: DictConfig) -> tuple[LiveRuntime, SessionTracker | None]:
     Order: the settings and the feeds (cheap checks), then the journal's session lock,
     then MLflow and the model; if a later step fails, the journal is closed again.
     """
+    from trademl.schemas import validate_config
+
+    checked = validate_config(cfg, "live")  # before the journal, MLflow or data are touched
     live = OmegaConf.to_container(cfg.live, resolve=True)
     feeds_cfg = OmegaConf.to_container(cfg.feeds, resolve=True)
-    if not feeds_cfg:
-        raise ConfigError("feeds is empty: configure at least one {symbol, type, path}")
-    symbols = [f.get("symbol") for f in feeds_cfg]
-    if len(set(symbols)) != len(symbols):
-        raise ConfigError(f"feeds: symbols must be unique, got {symbols}")
-    bt = OmegaConf.to_container(cfg.backtest, resolve=True)
+    symbols = [f["symbol"] for f in feeds_cfg]
+    bt = checked["backtest"]
     execution = Execution(
-        cash=bt["cash"],
-        fees_bps=bt["fees_bps"],
-        slippage_bps=bt["slippage_bps"],
-        on_opposite=bt["on_opposite"],
-        max_holding_bars=bt.get("max_holding_bars"),
+        cash=bt.cash,
+        fees_bps=bt.fees_bps,
+        slippage_bps=bt.slippage_bps,
+        on_opposite=bt.on_opposite,
+        max_holding_bars=bt.max_holding_bars,
     )
-    check_choice("backtest.on_opposite", execution.on_opposite, ("reverse", "ignore"))
-    risk = instantiate_node(cfg.risk, "risk")
-    mlflow_settings = instantiate_node(cfg.mlflow, "mlflow")
+    risk, mlflow_settings = checked["risk"], checked["mlflow"]
     feeds = [_feed(f) for f in feeds_cfg]
     journal = Journal(live["journal"])
     try:
-        return _assemble(cfg, live, symbols, feeds, journal, execution, risk, mlflow_settings)
+        return _assemble(
+            cfg,
+            live,
+            symbols,
+            feeds,
+            journal,
+            execution,
+            risk,
+            mlflow_settings,
+            checked["strategy"],
+        )
     except BaseException:
         journal.close()
         raise
 
 
-def _assemble(cfg, live, symbols, feeds, journal, execution, risk, mlflow_settings):
+def _assemble(cfg, live, symbols, feeds, journal, execution, risk, mlflow_settings, strategy):
     log_run = bool(cfg.get("log_to_mlflow", True))
     settings, experiment_id = setup_tracking(mlflow_settings) if log_run else (None, None)
-    strategy = build_strategy(cfg.strategy, mlflow_settings.tracking_uri)
     if isinstance(strategy, MLStrategy):
         model = strategy.load()  # fail fast on a missing model
         clf = model.model[-1]

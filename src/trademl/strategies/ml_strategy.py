@@ -45,8 +45,9 @@ class MLStrategy(BaseStrategy):
         are changed; if the result no longer gives the model's columns, loading fails.
     tracking_uri
         The store to load from (``mlflow.tracking_uri`` of the config).
-    base_sl_atr_mult, base_tp_atr_mult, confidence_sl_adjustment, atr_period
-        Stop and target distances (see :func:`trademl.inference.calculate_signal_strength`).
+    sl_atr_mult, tp_atr_mult, confidence_sl_adjustment, atr_period
+        Stop and target distances in ATRs (the names the labels and the walk-forward signal
+        use too; see :func:`trademl.inference.calculate_signal_strength`).
 
     The model is loaded on first use and cached; :meth:`refresh` reloads it when the
     reference now points to another version.
@@ -64,14 +65,14 @@ class MLStrategy(BaseStrategy):
         alias: str | None = None,
         model_uri: str | None = None,
         tracking_uri: str | None = None,
-        base_sl_atr_mult: float = 1.5,
-        base_tp_atr_mult: float = 3.0,
+        sl_atr_mult: float = 1.5,
+        tp_atr_mult: float = 3.0,
         confidence_sl_adjustment: float = 0.3,
         atr_period: int = 14,
     ) -> None:
         if not 0.0 < float(min_confidence) <= 1.0:
             raise ConfigError(f"min_confidence={min_confidence!r} must be in (0, 1]")
-        if base_sl_atr_mult <= 0 or base_tp_atr_mult <= 0 or not 0 <= confidence_sl_adjustment < 1:
+        if sl_atr_mult <= 0 or tp_atr_mult <= 0 or not 0 <= confidence_sl_adjustment < 1:
             raise ConfigError(
                 "strategy: ATR multiples must be > 0 and confidence_sl_adjustment in [0, 1)"
             )
@@ -81,8 +82,8 @@ class MLStrategy(BaseStrategy):
         self.stage, self.alias = stage, alias
         self.model_uri = model_uri
         self.tracking_uri = tracking_uri
-        self.base_sl_atr_mult = float(base_sl_atr_mult)
-        self.base_tp_atr_mult = float(base_tp_atr_mult)
+        self.sl_atr_mult = float(sl_atr_mult)
+        self.tp_atr_mult = float(tp_atr_mult)
         self.confidence_sl_adjustment = float(confidence_sl_adjustment)
         self.atr_period = int(atr_period)
         self._loaded: LoadedModel | None = None
@@ -167,8 +168,8 @@ class MLStrategy(BaseStrategy):
             df,
             self._features,
             min_confidence=self.min_confidence,
-            base_sl_atr_mult=self.base_sl_atr_mult,
-            base_tp_atr_mult=self.base_tp_atr_mult,
+            sl_atr_mult=self.sl_atr_mult,
+            tp_atr_mult=self.tp_atr_mult,
             confidence_sl_adjustment=self.confidence_sl_adjustment,
             atr_period=self.atr_period,
             last_only=last_only,
@@ -186,8 +187,8 @@ def model_signals(
     features: FeatureConfig,
     *,
     min_confidence: float = 0.55,
-    base_sl_atr_mult: float = 1.5,
-    base_tp_atr_mult: float = 3.0,
+    sl_atr_mult: float = 1.5,
+    tp_atr_mult: float = 3.0,
     confidence_sl_adjustment: float = 0.3,
     atr_period: int = 14,
     last_only: bool = False,
@@ -214,8 +215,8 @@ def model_signals(
         atr,
         out["confidence"].fillna(0.0).to_numpy(),
         min_confidence=min_confidence,
-        base_sl_atr_mult=base_sl_atr_mult,
-        base_tp_atr_mult=base_tp_atr_mult,
+        base_sl_atr_mult=sl_atr_mult,
+        base_tp_atr_mult=tp_atr_mult,
         confidence_sl_adjustment=confidence_sl_adjustment,
     )
     out["sl_distance"], out["tp_distance"], out["atr"] = sl, tp, atr

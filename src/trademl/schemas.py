@@ -1,0 +1,482 @@
+"""Typed schemas of every config group, checked right after composition.
+
+:func:`validate_config` runs first in every entrypoint (``train``, ``backtest``,
+``walkforward``, ``live``), before MLflow or any data is touched. Each group is checked
+against a typed schema: the dataclass it instantiates (``CleaningConfig``, ``FeatureConfig``,
+``LabelConfig``, ``SplitConfig``, ``RiskConfig``, ``MlflowSettings``), the signature of the
+function or class it calls (the data loaders, the strategies, the model's estimator), or one
+of the settings dataclasses below for the groups that are plain values (``evaluation``,
+``backtest``, ``live``, ``feeds``, ``signal`` and the top-level keys). Then the objects are
+built, which checks the ranges.
+
+A problem is one :class:`~trademl.errors.ConfigError` naming the key and the allowed values;
+a misspelt key gets a "did you mean" suggestion, a renamed or removed key says where it went.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import types
+import typing
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+from trademl._config import MOVED_KEYS, did_you_mean
+from trademl.errors import ConfigError, DataError
+
+__all__ = [
+    "MOVED_KEYS",
+    "BacktestSettings",
+    "EvaluationSettings",
+    "FeedSettings",
+    "LiveSettings",
+    "SignalSettings",
+    "check_mapping",
+    "did_you_mean",
+    "validate_config",
+]
+
+
+# -- settings of the plain-value groups -----------------------------------------------------------
+def _positive(label: str, value: float | None, *, allow_zero: bool = False) -> None:
+    if value is None:
+        return
+    if value < 0 or (value == 0 and not allow_zero):
+        raise ConfigError(f"{label}={value!r} must be {'>= 0' if allow_zero else '> 0'}")
+
+
+@dataclass(frozen=True)
+class EvaluationSettings:
+    """``evaluation``: permutation importance and the importance plot."""
+
+    permutation_repeats: int = 3
+    permutation_max_rows: int = 2000
+    top_features_plot: int = 20
+
+    def __post_init__(self) -> None:
+        _positive("evaluation.permutation_repeats", self.permutation_repeats, allow_zero=True)
+        _positive("evaluation.permutation_max_rows", self.permutation_max_rows)
+        _positive("evaluation.top_features_plot", self.top_features_plot)
+
+
+@dataclass(frozen=True)
+class BacktestSettings:
+    """``backtest``: the fill settings shared by the backtester and the live paper broker."""
+
+    cash: float = 10_000.0
+    fees_bps: float = 10.0
+    slippage_bps: float = 2.0
+    on_opposite: Literal["reverse", "ignore"] = "reverse"
+    max_holding_bars: int | None = None
+    start: str | None = "auto"
+    end: str | None = None
+    periods_per_year: float | None = None
+
+    def __post_init__(self) -> None:
+        _positive("backtest.cash", self.cash)
+        if not 0 <= self.fees_bps < 1000:
+            raise ConfigError(f"backtest.fees_bps={self.fees_bps!r} must be in [0, 1000)")
+        if not 0 <= self.slippage_bps < 1000:
+            raise ConfigError(f"backtest.slippage_bps={self.slippage_bps!r} must be in [0, 1000)")
+        _positive("backtest.max_holding_bars", self.max_holding_bars)
+        _positive("backtest.periods_per_year", self.periods_per_year)
+        for key in ("start", "end"):
+            value = getattr(self, key)
+            if value is not None and not (key == "start" and value == "auto"):
+                _timestamp(f"backtest.{key}", value)
+
+
+def _timestamp(label: str, value: Any) -> None:
+    import pandas as pd
+
+    try:
+        pd.Timestamp(value)
+    except (ValueError, TypeError):
+        raise ConfigError(
+            f"{label}={value!r} is not a timestamp; use e.g. 2024-03-01 or 2024-03-01T12:00:00Z"
+        ) from None
+
+
+@dataclass(frozen=True)
+class LiveSettings:
+    """``live``: the runtime of ``trademl live``."""
+
+    window: int | None = 1000
+    journal: str = "live_journal.db"
+    reload_interval: float = 60.0
+    metrics_every: int = 50
+    close_at_end: bool = True
+
+    def __post_init__(self) -> None:
+        if self.window is not None and self.window < 2:
+            raise ConfigError(
+                f"live.window={self.window!r} must be an integer >= 2 (bars of history the "
+                "strategy sees) or null for all"
+            )
+        if not self.journal.strip():
+            raise ConfigError("live.journal must be a file path")
+        _positive("live.reload_interval", self.reload_interval, allow_zero=True)
+        _positive("live.metrics_every", self.metrics_every)
+
+
+@dataclass(frozen=True)
+class FeedSettings:
+    """One entry of ``feeds``."""
+
+    symbol: str
+    type: str = "replay"
+    path: str | None = None
+    speed: float | None = None
+    delay: float = 0.0
+    poll_interval: float = 1.0
+    idle_timeout: float | None = None
+
+    def __post_init__(self) -> None:
+        if not self.symbol.strip():
+            raise ConfigError("feeds: every feed needs a symbol")
+        _positive(f"feed {self.symbol} speed", self.speed)
+        _positive(f"feed {self.symbol} delay", self.delay, allow_zero=True)
+        _positive(f"feed {self.symbol} poll_interval", self.poll_interval)
+        _positive(f"feed {self.symbol} idle_timeout", self.idle_timeout, allow_zero=True)
+
+
+@dataclass(frozen=True)
+class SignalSettings:
+    """``signal`` (walk-forward): how fold models trade; stops follow ``labels`` by default."""
+
+    min_confidence: float = 0.55
+    sl_atr_mult: float = 1.5
+    tp_atr_mult: float = 3.0
+    confidence_sl_adjustment: float = 0.3
+    atr_period: int = 14
+
+    def __post_init__(self) -> None:
+        if not 0 < self.min_confidence <= 1:
+            raise ConfigError(f"signal.min_confidence={self.min_confidence!r} must be in (0, 1]")
+        _positive("signal.sl_atr_mult", self.sl_atr_mult)
+        _positive("signal.tp_atr_mult", self.tp_atr_mult)
+        if not 0 <= self.confidence_sl_adjustment < 1:
+            raise ConfigError(
+                f"signal.confidence_sl_adjustment={self.confidence_sl_adjustment!r} must be in "
+                "[0, 1)"
+            )
+        if self.atr_period < 2:
+            raise ConfigError(f"signal.atr_period={self.atr_period!r} must be >= 2")
+
+
+@dataclass(frozen=True)
+class _TrainKeys:
+    seed: int = 42
+    register: bool = True
+    promote: Literal["Production", "Staging", "Archived", "None"] | None = None
+    optimized_metric: str = "test_balanced_accuracy"
+    optimized_direction: Literal["maximize", "minimize"] = "maximize"
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        _positive("seed", self.seed, allow_zero=True)
+
+
+@dataclass(frozen=True)
+class _RunKeys:
+    seed: int = 42
+    log_to_mlflow: bool = True
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        _positive("seed", self.seed, allow_zero=True)
+
+
+# -- generic checks -------------------------------------------------------------------------------
+def _unknown(label: str, key: str, allowed: Sequence[str]) -> ConfigError:
+    full = f"{label}.{key}" if label else key
+    if full in MOVED_KEYS:
+        return ConfigError(f"{full} {MOVED_KEYS[full]}")
+    return ConfigError(
+        f"{full} is not a key of {label or 'the config'}{did_you_mean(key, allowed)} "
+        f"(keys: {', '.join(sorted(set(allowed)))})"
+    )
+
+
+def _describe(tp: Any) -> str:
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_describe(a) for a in args)
+    if origin is Literal:
+        return "one of " + ", ".join(map(str, args))
+    if origin in (list, tuple, Sequence):
+        inner = [a for a in args if a is not Ellipsis]
+        return f"a list of {_describe(inner[0])}s" if inner else "a list"
+    names = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
+    if tp is type(None):
+        return "null"
+    return names.get(tp, getattr(tp, "__name__", str(tp)))
+
+
+def _matches(value: Any, tp: Any) -> bool:
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if tp is Any or tp is object or tp is inspect.Parameter.empty:
+        return True
+    if origin in (typing.Union, types.UnionType):
+        return any(_matches(value, a) for a in args)
+    if origin is Literal:
+        return value in args
+    if tp is type(None):
+        return value is None
+    if tp is bool:
+        return isinstance(value, bool)
+    if tp is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if tp is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if tp is str:
+        return isinstance(value, str)
+    if tp is Path:
+        return isinstance(value, str | Path)
+    if origin in (list, tuple, Sequence):
+        if isinstance(value, str) or not isinstance(value, list | tuple):
+            return False
+        inner = [a for a in args if a is not Ellipsis]
+        if origin is tuple and args and Ellipsis not in args and len(args) != len(value):
+            return False
+        return all(_matches(v, inner[0]) for v in value) if inner else True
+    if origin in (dict, Mapping) or tp in (dict, Mapping):
+        return isinstance(value, Mapping)
+    return True  # an annotation these checks do not know: left to the constructor
+
+
+def _hints(target: Any) -> dict[str, Any]:
+    try:
+        obj = (
+            target.__init__
+            if isinstance(target, type) and not dataclasses.is_dataclass(target)
+            else target
+        )
+        return typing.get_type_hints(obj)
+    except (NameError, TypeError):
+        return {}
+
+
+def check_mapping(
+    label: str, given: Mapping[str, Any], target: Callable, *, blocked: Sequence[str] = ()
+) -> None:
+    """Check ``given`` (keyword arguments) against the keys and types ``target`` takes."""
+    sig = inspect.signature(target)
+    params = {
+        n: p
+        for n, p in sig.parameters.items()
+        if n != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD) and n not in blocked
+    }
+    hints = _hints(target)
+    for key, value in given.items():
+        if key not in params:
+            raise _unknown(label, key, list(params))
+        tp = hints.get(key, inspect.Parameter.empty)
+        if not _matches(value, tp):
+            full = f"{label}.{key}" if label else key
+            raise ConfigError(f"{full}={value!r} must be {_describe(tp)}")
+    for name, p in params.items():
+        if p.default is p.empty and name not in given:
+            raise ConfigError(f"{label}.{name} is required" if label else f"{name} is required")
+
+
+# -- the entrypoints ------------------------------------------------------------------------------
+_GROUPS = {
+    "train": ("data", "cleaning", "features", "labels", "split", "model", "evaluation", "mlflow"),
+    "walkforward": (
+        "data",
+        "cleaning",
+        "features",
+        "labels",
+        "split",
+        "model",
+        "evaluation",
+        "mlflow",
+        "risk",
+        "backtest",
+        "signal",
+    ),
+    "backtest": ("data", "cleaning", "strategy", "risk", "backtest", "mlflow"),
+    "live": ("risk", "backtest", "mlflow", "live_strategy", "feeds", "live"),
+}
+_PLAIN = {
+    "evaluation": EvaluationSettings,
+    "backtest": BacktestSettings,
+    "live": LiveSettings,
+    "signal": SignalSettings,
+}
+_BLOCKED = {"trademl.synthetic.generate_ohlcv": ("return_regime",)}
+
+
+def validate_config(cfg: DictConfig, entry: str) -> dict[str, Any]:
+    """Check every group of a composed config; return the built objects by group name.
+
+    Raises
+    ------
+    ConfigError
+        One line naming the key and the allowed values (nothing has run yet).
+    DataError
+        A data or feed file that does not exist (checked, not read).
+    """
+    if entry not in _GROUPS:
+        raise ValueError(f"unknown entrypoint {entry!r}")
+    _check_missing(cfg)
+    built: dict[str, Any] = {}
+    top_cls = _TrainKeys if entry in ("train", "walkforward") else _RunKeys
+    groups = {"strategy" if g == "live_strategy" else g for g in _GROUPS[entry]}
+    allowed = {*groups, *_field_names(top_cls), "hydra"}
+    for key in cfg:
+        if key not in allowed:
+            raise _unknown("", str(key), sorted(allowed - {"hydra"}))
+    _build_plain("", {k: cfg[k] for k in _field_names(top_cls) if k in cfg}, top_cls)
+    for group in _GROUPS[entry]:
+        if group == "live_strategy":
+            built["strategy"] = _live_strategy(cfg.strategy, built["mlflow"].tracking_uri)
+        elif group == "feeds":
+            built["feeds"] = _feeds(cfg.feeds)
+        elif group in _PLAIN:
+            built[group] = _build_plain(group, _container(cfg[group]), _PLAIN[group])
+        elif group == "model":
+            built[group] = _model(cfg[group])
+        else:
+            built[group] = _target_node(group, cfg[group])
+    _cross_checks(cfg, entry, built)
+    return built
+
+
+def _field_names(cls: type) -> list[str]:
+    return [f.name for f in dataclasses.fields(cls)]
+
+
+def _container(node: Any) -> Any:
+    if isinstance(node, DictConfig | ListConfig):
+        return OmegaConf.to_container(node, resolve=True)
+    return node
+
+
+def _check_missing(cfg: DictConfig, prefix: str = "") -> None:
+    """A mandatory value (``???``) left unset is named with an example of how to set it."""
+    for key in cfg if isinstance(cfg, DictConfig) else range(len(cfg)):
+        full = f"{prefix}{key}"
+        if key == "hydra":
+            continue
+        if OmegaConf.is_missing(cfg, key):
+            raise ConfigError(
+                f"{full} is required: give it on the command line, e.g. {full}=candles.csv"
+            )
+        child = cfg._get_node(key)
+        if isinstance(child, DictConfig | ListConfig):
+            _check_missing(child, f"{full}.")
+
+
+def _build_plain(group: str, values: Any, cls: type) -> Any:
+    if not isinstance(values, Mapping):
+        raise ConfigError(f"{group}={values!r} must be a mapping of keys")
+    values = {k: _container(v) for k, v in values.items()}
+    check_mapping(group, values, cls)
+    return cls(**values)
+
+
+def _target_node(group: str, node: DictConfig) -> Any:
+    """A ``_target_`` group: keys and types from the target's signature, then built."""
+    from trademl._hydra import instantiate_node
+
+    values = _container(node)
+    target_path = values.pop("_target_", None)
+    if target_path is None:
+        raise ConfigError(f"{group} has no _target_; choose an option of the {group} group")
+    target = _import(group, target_path)
+    check_mapping(group, values, target, blocked=_BLOCKED.get(target_path, ()))
+    if target_path == "trademl.data.load_ohlcv_data":
+        path = Path(str(values["path"]))
+        if not path.exists():
+            raise DataError(f"data.path={values['path']}: file not found")
+        return None  # the data is loaded by the entrypoint, after MLflow is set up
+    if target_path == "trademl.synthetic.generate_ohlcv":
+        return None
+    return instantiate_node(node, group)
+
+
+def _import(group: str, path: str) -> Any:
+    import importlib
+
+    module, _, name = str(path).rpartition(".")
+    try:
+        return getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError, ValueError) as exc:
+        raise ConfigError(f"{group}._target_={path!r} cannot be imported ({exc})") from None
+
+
+def _model(node: DictConfig) -> Any:
+    """The model spec; its estimator's parameters are checked as scikit-learn would at fit
+    time (and against the defaults' types for other libraries), without fitting."""
+    from trademl._hydra import instantiate_node
+
+    values = _container(node)
+    values.pop("_target_", None)
+    for key in ("name", "estimator", "registered_name"):
+        if not isinstance(values.get(key), str):
+            raise ConfigError(f"model.{key} must be a string")
+    spec = instantiate_node(node, "model")
+    spec.validate_params()
+    return spec
+
+
+def _live_strategy(node: DictConfig, tracking_uri: str | None) -> Any:
+    from trademl.live.app import STRATEGY_TYPES, build_strategy
+
+    values = _container(node)
+    if "_target_" not in values:
+        check_mapping("strategy", values, lambda type, params=None: None)
+        kind = values.get("type")
+        if kind not in STRATEGY_TYPES:
+            raise ConfigError(
+                f"strategy.type={kind!r} is not valid; choose one of {', '.join(STRATEGY_TYPES)}"
+                f"{did_you_mean(str(kind), list(STRATEGY_TYPES))}"
+            )
+        params = values.get("params") or {}
+        if not isinstance(params, Mapping):
+            raise ConfigError(f"strategy.params={params!r} must be a mapping or null")
+        check_mapping("strategy.params", params, STRATEGY_TYPES[kind])
+    return build_strategy(node, tracking_uri)
+
+
+def _feeds(node: ListConfig) -> list[FeedSettings]:
+    from trademl.live.app import FEED_TYPES
+
+    values = _container(node)
+    if not isinstance(values, list) or not values:
+        raise ConfigError("feeds must be a list of at least one {symbol, type, path}")
+    feeds = []
+    for i, feed in enumerate(values):
+        if not isinstance(feed, Mapping):
+            raise ConfigError(f"feeds.{i} must be a mapping {{symbol, type, path, ...}}")
+        check_mapping(f"feeds.{i}", feed, FeedSettings)
+        settings = FeedSettings(**feed)
+        if settings.type in FEED_TYPES:
+            if settings.path is None:
+                raise ConfigError(f"feeds.{i}.path is required: e.g. feeds.{i}.path=candles.csv")
+            if not Path(settings.path).exists():
+                raise DataError(f"feeds.{i}.path={settings.path}: file not found")
+        feeds.append(settings)
+    symbols = [f.symbol for f in feeds]
+    if len(set(symbols)) != len(symbols):
+        raise ConfigError(f"feeds: symbols must be unique, got {symbols}")
+    return feeds
+
+
+def _cross_checks(cfg: DictConfig, entry: str, built: dict[str, Any]) -> None:
+    """Rules between groups."""
+    if "split" in built and "labels" in built:
+        built["split"].purge_for(built["labels"].horizon)
+    bt = built.get("backtest")
+    if bt is not None and bt.start not in (None, "auto") and bt.end is not None:
+        import pandas as pd
+
+        if pd.Timestamp(bt.start) >= pd.Timestamp(bt.end):
+            raise ConfigError(f"backtest.start={bt.start} must be before backtest.end={bt.end}")
