@@ -3,11 +3,8 @@ name the model and version, and nothing planted in them runs."""
 
 from __future__ import annotations
 
-import os
 import pickle
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -167,7 +164,9 @@ def _truncate(path: Path) -> None:
     path.write_bytes(data[: len(data) // 2])
 
 
-def test_backtest_and_live_refuse_a_pickle_model_in_one_line(original, tmp_path):
+def test_backtest_and_live_refuse_a_pickle_model_in_one_line(
+    original, tmp_path, monkeypatch, capsys
+):
     """The command line: one `trademl: error:` line naming the model, nothing planted runs."""
     marker = tmp_path / "pwned"
 
@@ -183,8 +182,10 @@ def test_backtest_and_live_refuse_a_pickle_model_in_one_line(original, tmp_path)
     uri = tampered(original, tmp_path, plant)
     csv = tmp_path / "candles.csv"
     generate_ohlcv(300, seed=1).to_csv(csv, index_label="timestamp")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
-    env["MLFLOW_TRACKING_URI"] = original["store"]["uri"]
+    from trademl.cli import main as cli
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", original["store"]["uri"])
     commands = [
         ["backtest", f"model={uri}", "data=csv", f"data.path={csv}"],
         [
@@ -196,17 +197,10 @@ def test_backtest_and_live_refuse_a_pickle_model_in_one_line(original, tmp_path)
         ],
     ]
     for args in commands:
-        out = subprocess.run(
-            [sys.executable, "-m", "trademl.cli", *args],
-            cwd=tmp_path,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
-        lines = out.stderr.strip().splitlines()
-        assert out.returncode == 2, out.stderr
-        assert lines[-1].startswith("trademl: error:") and uri in lines[-1], out.stderr
+        assert cli([*args, "hydra/job_logging=disabled", "hydra/hydra_logging=disabled"]) == 2
+        err = capsys.readouterr().err
+        lines = err.strip().splitlines()
+        assert lines[-1].startswith("trademl: error:") and uri in lines[-1], err
         assert "serialization_format 'pickle'" in lines[-1]
-        assert "Traceback" not in out.stderr
+        assert "Traceback" not in err
     assert not marker.exists()

@@ -122,17 +122,3 @@ def test_run_live_example_runs_the_spec_usage(tmp_path):
     assert "candles processed: 300" in out.stdout
     assert re.search(r"trades: [1-9]", out.stdout), out.stdout
     assert (tmp_path / "journal.db").exists()
-
-
-def test_run_live_example_reports_a_missing_feed_in_one_line(tmp_path):
-    out = subprocess.run(
-        [sys.executable, str(ROOT / "examples" / "run_live.py"), "feeds.0.path=nope.csv"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert out.returncode == 2
-    lines = out.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("trademl: error:"), out.stderr
-    assert "nope.csv" in lines[0]

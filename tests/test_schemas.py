@@ -3,9 +3,6 @@ before MLflow or any data is touched; misspelt keys get a suggestion, moved keys
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import pytest
 
 from trademl import ConfigError, DataError
@@ -115,21 +112,20 @@ def test_stop_and_target_names_come_from_the_labels(untouched):
     assert {"sl_atr_mult", "tp_atr_mult"} <= set(scalping)
 
 
-def test_misspelt_override_on_the_command_line_is_one_line_with_a_suggestion(tmp_path):
+def test_misspelt_override_on_the_command_line_is_one_line_with_a_suggestion(
+    tmp_path, monkeypatch, capsys
+):
+    from trademl.cli import main as cli
+
+    monkeypatch.chdir(tmp_path)
     for args, expected in [
         (["train", "model.n_estimator=5"], "did you mean 'model.n_estimators'?"),
         (["backtest", "risk.fee_bps=5"], "risk.fee_bps was removed: the one fee is backtest"),
         (["live", "feeds.0.path=x.csv", "live.windw=5"], "did you mean 'live.window'?"),
         (["train", "model.max_depth=-1"], "model.max_depth=-1 must be an int in the range"),
     ]:
-        out = subprocess.run(
-            [sys.executable, "-m", "trademl.cli", *args],
-            cwd=tmp_path,
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
-        lines = out.stderr.strip().splitlines()
-        assert out.returncode == 2 and len(lines) == 1, out.stderr
+        assert cli(args) == 2
+        lines = capsys.readouterr().err.strip().splitlines()
+        assert len(lines) == 1, lines
         assert lines[0].startswith("trademl: error:") and expected in lines[0], lines[0]
     assert not (tmp_path / "mlflow.db").exists()
