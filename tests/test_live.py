@@ -359,3 +359,23 @@ def test_an_empty_or_foreign_journal_is_refused(store, candles_csv, tmp_path):
     with sqlite3.connect(foreign) as db:  # left as it was
         tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master")}
     assert tables == {"experiments"}
+
+
+def test_follow_feed_reads_appended_lines_like_the_loader(tmp_path):
+    """Appended lines go through the loader's own reader: semicolons and trailing separators
+    work, and a bad appended line is named by its line in the file."""
+    from trademl.live.feeds import FollowFeed
+
+    path = tmp_path / "follow.csv"
+    path.write_text("timestamp;open;high;low;close;volume;\n2024-01-01T00:00:00Z;1;2;0.5;1.5;10;\n")
+    feed = FollowFeed(path, "X", poll_interval=0.01, idle_timeout=0.05)
+
+    async def collect():
+        return [c async for c in feed.candles()]
+
+    got = asyncio.run(collect())
+    assert [(c.open, c.close) for c in got] == [(1.0, 1.5)]
+    with path.open("a") as fh:
+        fh.write("\n2024-01-01T01:00:00Z;1;2;0.5;1.7;10;\n2024-01-01T02:00:00Z;1;2;0.5;oops;10;\n")
+    with pytest.raises(DataError, match=r"follow.csv: column 'close' .*'oops' at line 5"):
+        asyncio.run(collect())

@@ -37,6 +37,7 @@ __all__ = [
     "PARQUET_SUFFIXES",
     "RawTable",
     "cells_to_float",
+    "parse_csv_text",
     "read_table",
 ]
 
@@ -90,6 +91,12 @@ def read_table(path: Path) -> RawTable:
     if path.name.lower().endswith(PARQUET_SUFFIXES):
         return RawTable(_parse_parquet(data, path), "row", lambda i: i)
     return _parse_csv(_decode(_decompress(data, path), path), path)
+
+
+def parse_csv_text(text: str, path: Path) -> RawTable:
+    """CSV text (e.g. a header and the lines appended to a followed file) as a RawTable, with
+    the same delimiter, header and line rules as :func:`read_table`."""
+    return _parse_csv(text, path)
 
 
 def _read_bytes(path: Path) -> bytes:

@@ -16,7 +16,6 @@ the live config's ``feeds`` (``type: my_package.MyFeed``); nothing in the runtim
 from __future__ import annotations
 
 import asyncio
-import io
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -26,6 +25,7 @@ import pandas as pd
 
 from trademl.cleaning import clean_ohlcv_data
 from trademl.data import canonical_frame, load_ohlcv_data, validate_ohlcv
+from trademl.data_io import parse_csv_text
 from trademl.errors import DataError
 
 __all__ = ["Candle", "Feed", "FollowFeed", "ReplayFeed"]
@@ -122,6 +122,7 @@ class FollowFeed(Feed):
         self._header: str | None = None
         self._offset = 0
         self._buffer = ""
+        self._lines_read = 0  # complete file lines consumed, the header included
 
     def history(self, until: pd.Timestamp | None = None) -> pd.DataFrame:
         df = load_ohlcv_data(self.path)
@@ -136,13 +137,21 @@ class FollowFeed(Feed):
         text = self._buffer + chunk
         lines = text.split("\n")
         self._buffer = lines.pop()  # an incomplete last line waits for its newline
-        if self._header is None and lines:
-            self._header = lines.pop(0)
-        lines = [line for line in lines if line.strip()]
-        if not lines or self._header is None:
+        while self._header is None and lines:
+            self._lines_read += 1
+            line = lines.pop(0)
+            if line.strip():
+                self._header = line
+        before = self._lines_read  # file line of the header text's line 1 is found below
+        self._lines_read += len(lines)
+        if self._header is None or not any(line.strip() for line in lines):
             return None
-        raw = pd.read_csv(io.StringIO("\n".join([self._header, *lines])))
-        return canonical_frame(raw, self.path, 2, "line")
+        # the same reader as load_ohlcv_data (delimiters, trailing commas, bad lines named);
+        # text line k >= 2 is file line before + k - 1
+        table = parse_csv_text("\n".join([self._header, *lines]), self.path)
+        return canonical_frame(
+            table.frame, self.path, 0, "line", locate=lambda i: table.locate(i) + before - 1
+        )
 
     async def candles(self, after: pd.Timestamp | None = None) -> AsyncIterator[Candle]:
         last = after
