@@ -548,3 +548,22 @@ def test_headerless_first_line_with_a_missing_marker_or_a_bad_cell(tmp_path):
 
 def test_header_naming_nothing(tmp_path):
     _error(_csv(tmp_path, "\n;;\n1;2;3\n"), r"line 2, the header, names no column")
+
+
+def test_whole_years_are_not_read_as_1970_epochs(tmp_path):
+    """A `date` column of years (1950, 1951, ...) once loaded as one-second bars of 1970."""
+    path = tmp_path / "years.csv"
+    rows = "".join(f"{y},1,2,0.5,1.5,10\n" for y in range(1950, 2025))
+    path.write_text("date,open,high,low,close,volume\n" + rows)
+    with pytest.raises(DataError, match=r"column 'date' .* every value of the column falls in"):
+        load_ohlcv_data(path)
+
+
+def test_a_repeated_price_column_is_an_error(tmp_path):
+    path = tmp_path / "twice.csv"
+    path.write_text(
+        "timestamp,open,high,low,close,volume,close\n"
+        "2024-01-01T00:00:00Z,1,2,0.5,1.5,10,9\n2024-01-01T01:00:00Z,1,2,0.5,1.5,10,9\n"
+    )
+    with pytest.raises(DataError, match=r"twice.csv: column 'close' appears 2 times"):
+        load_ohlcv_data(path)

@@ -346,6 +346,36 @@ def test_a_non_project_error_fails_the_session_run_and_frees_the_journal(
     Journal(tmp_path / "j.db").close()  # the lock was released
 
 
+def test_a_journal_written_before_the_format_row_is_resumed(tmp_path):
+    """Journals of earlier trademl versions have the same tables but no format row."""
+    old = tmp_path / "old.db"
+    with sqlite3.connect(old) as db:
+        db.executescript(
+            "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);"
+            "CREATE TABLE books (symbol TEXT PRIMARY KEY, bar_ts TEXT NOT NULL, state TEXT NOT "
+            "NULL, entry_ts TEXT, updated REAL NOT NULL);"
+            "CREATE TABLE events (seq INTEGER PRIMARY KEY AUTOINCREMENT, symbol TEXT NOT NULL, "
+            "bar_ts TEXT NOT NULL, kind TEXT NOT NULL, payload TEXT NOT NULL, created REAL);"
+            "CREATE TABLE trades (id INTEGER PRIMARY KEY AUTOINCREMENT, symbol TEXT);"
+            "INSERT INTO meta VALUES ('mlflow_run_id', 'abc');"
+        )
+    journal = Journal(old)
+    assert journal.get_meta("mlflow_run_id") == "abc"
+    assert journal.get_meta("format") == "trademl-live-journal/1"
+    journal.close()
+
+
+def test_the_runtime_gives_back_the_signal_handlers_it_borrowed(store, candles_csv, tmp_path):
+    """After the feed loop, SIGTERM raises again (the run can still end KILLED while the
+    trades are written), instead of the default action asyncio would leave behind."""
+    from trademl.tracking import signals_raise
+
+    with signals_raise():
+        ours = signal.getsignal(signal.SIGTERM)
+        run_live(live_cfg(store, tmp_path / "j.db", candles_csv, *SCALPING, "log_to_mlflow=false"))
+        assert signal.getsignal(signal.SIGTERM) is ours
+
+
 def test_an_empty_or_foreign_journal_is_refused(store, candles_csv, tmp_path):
     empty = tmp_path / "empty.db"
     empty.write_bytes(b"")

@@ -108,7 +108,6 @@ def test_a_widened_trusted_type_list_is_refused(original, tmp_path):
 
 
 def test_a_type_outside_the_projects_list_is_refused_even_if_mlmodel_trusts_it(original, tmp_path):
-    marker = tmp_path / "printed"
     evil = Pipeline([("f", FunctionTransformer(func=print))])
 
     def swap(path: Path) -> None:
@@ -119,15 +118,29 @@ def test_a_type_outside_the_projects_list_is_refused_even_if_mlmodel_trusts_it(o
     with pytest.raises(ModelError, match="does not trust: builtins.print"):
         load(original, uri)
     assert "builtins.print" not in {t for ts in SKOPS_TRUSTED_TYPES.values() for t in ts}
-    assert not marker.exists()
 
 
-def test_an_unknown_estimator_in_the_metadata_is_refused(original, tmp_path):
+def test_the_estimator_is_the_runs_not_the_files(original, tmp_path):
+    """The trusted types are chosen by the estimator the training run recorded; an MLmodel that
+    names another one (say, one with a wider list) is refused."""
+
     def rename(path: Path) -> None:
-        edit_mlmodel(path, lambda d: d["metadata"]["trademl"].update(estimator="evil.Estimator"))
+        edit_mlmodel(
+            path,
+            lambda d: d["metadata"]["trademl"].update(estimator="lightgbm.LGBMClassifier"),
+        )
 
-    with pytest.raises(ModelError, match="'evil.Estimator' has no reviewed skops trusted"):
+    with pytest.raises(ModelError, match="says estimator 'lightgbm.LGBMClassifier', the run"):
         load(original, tampered(original, tmp_path, rename))
+
+
+def test_a_model_naming_no_estimator_anywhere_is_refused(original, tmp_path):
+    copy = tmp_path / "model"
+    shutil.copytree(original["dir"], copy)
+    edit_mlmodel(copy, lambda d: d["metadata"]["trademl"].pop("estimator"))
+    mv = client_for(original["store"]).create_model_version(NAME, source=str(copy))  # no run
+    with pytest.raises(ModelError, match="neither its run nor its MLmodel names the estimator"):
+        load(original, f"models:/{NAME}/{mv.version}")
 
 
 @pytest.mark.parametrize(
@@ -141,6 +154,12 @@ def test_an_unknown_estimator_in_the_metadata_is_refused(original, tmp_path):
         ("no MLmodel", lambda p: (p / "MLmodel").unlink(), "has no MLmodel file"),
         ("no sklearn", lambda p: edit_mlmodel(p, lambda d: d["flavors"].pop("sklearn")), "no sk"),
         ("not a zip", lambda p: (p / "model.skops").write_bytes(b"x" * 500), "corrupt"),
+        ("flavors a list", lambda p: _set(p, "flavors", ["sklearn"]), "no sklearn flavour"),
+        ("flavors text", lambda p: _set(p, "flavors", "sklearn"), "no sklearn flavour"),
+        ("estimator a list", lambda p: _meta(p, estimator=["a"]), r"estimator as \['a'\]"),
+        ("format a list", lambda p: _flavor(p, serialization_format=["skops"]), "refusing"),
+        ("file a list", lambda p: _flavor(p, pickled_model=["model.skops"]), "model file as"),
+        ("path traversal", lambda p: _flavor(p, pickled_model="../model.skops"), "is missing"),
     ],
 )
 def test_corrupt_artifacts_are_model_errors_naming_model_and_version(
@@ -152,11 +171,31 @@ def test_corrupt_artifacts_are_model_errors_naming_model_and_version(
     assert uri in str(info.value), case
 
 
+def test_metadata_that_is_not_a_mapping_is_no_metadata(original, tmp_path):
+    uri = tampered(original, tmp_path, lambda p: _set(p, "metadata", {"trademl": "x"}))
+    assert load(original, uri).trademl == {}  # the model itself is fine
+    strategy = MLStrategy(model_uri=uri, tracking_uri=original["store"]["uri"])
+    with pytest.raises(ModelError, match="has no trademl feature metadata"):
+        strategy.load()
+
+
 def test_deleted_model_files_are_a_model_error(original, tmp_path):
     uri = tampered(original, tmp_path, lambda p: None)
     shutil.rmtree(tmp_path / "model")
     with pytest.raises(ModelError, match="model files are missing"):
         load(original, uri)
+
+
+def _set(path: Path, key: str, value) -> None:
+    edit_mlmodel(path, lambda d: d.update({key: value}))
+
+
+def _meta(path: Path, **values) -> None:
+    edit_mlmodel(path, lambda d: d["metadata"]["trademl"].update(values))
+
+
+def _flavor(path: Path, **values) -> None:
+    edit_mlmodel(path, lambda d: d["flavors"]["sklearn"].update(values))
 
 
 def _truncate(path: Path) -> None:

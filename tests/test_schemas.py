@@ -52,6 +52,16 @@ def untouched(tmp_path, monkeypatch):
         ("backtest", ["+strategy.base_sl_atr_mult=2"], r"was renamed strategy.sl_atr_mult"),
         ("backtest", ["+risk.fee_bps=5"], r"risk.fee_bps was removed: the one fee is backtest"),
         ("walkforward", ["signal.min_confidence=0"], r"signal.min_confidence=0 must be in \(0"),
+        ("train", ["optimized_metric=test_balanced_acc"], r"did you mean 'test_balanced_accur"),
+        ("train", ["labels.horizon=${nope}"], r"labels.horizon: Interpolation key 'nope' not"),
+        ("train", ["model=lightgbm", "+model.n_estimatorz=5"], r"did you mean 'n_estimators'"),
+        ("train", ["model=lightgbm", "model.learning_rate=-1"], r"\(learning_rate\) > \(0.0\)"),
+        ("train", ["model=lightgbm", "model.subsample=5.0"], r"refuses its parameters"),
+        (
+            "train",
+            ["model=logistic_regression", "model.estimator=sklearn.naive_bayes.GaussianNB"],
+            r"GaussianNB' has no reviewed skops trusted types",
+        ),
     ],
 )
 def test_bad_values_fail_before_anything_runs(untouched, entry, overrides, message):
@@ -72,6 +82,7 @@ def test_bad_values_fail_before_anything_runs(untouched, entry, overrides, messa
         (["+strategy.params.min_confidenc=0.5"], r"did you mean 'min_confidence'"),
         (["+feeds.0.speeed=2"], r"feeds.0.speeed is not a key .*did you mean 'speed'"),
         (["strategy.params.min_confidence=2"], r"min_confidence=2 must be in \(0, 1\]"),
+        (["feeds.0.type=bogus"], r"feeds.0.type='bogus' is neither replay, follow"),
     ],
 )
 def test_live_settings_are_checked_before_the_journal_and_mlflow(untouched, overrides, message):
@@ -89,6 +100,19 @@ def test_missing_values_and_files_are_named(untouched, tmp_path):
         train(compose_config(["data=csv", "data.path=nope.csv"]))
     with pytest.raises(ConfigError, match=r"data.path is required"):
         train(compose_config(["data=csv"]))
+
+
+def test_a_missing_store_is_named_and_not_created_by_a_backtest(untouched, tmp_path):
+    """`trademl backtest model=...` in a directory without a store: the model lookup comes
+    first and says there is no store, instead of creating an empty one to search."""
+    from trademl import TrackingError
+
+    cfg = compose_config(
+        ["strategy.model_uri=models:/baseline_rf/Production", "data=csv", f"data.path={untouched}"],
+        config_name="backtest",
+    )
+    with pytest.raises(TrackingError, match=rf"no MLflow store at {tmp_path}/mlflow.db"):
+        run_backtest(cfg)
 
 
 def test_the_quick_experiment_works_with_file_data(untouched):

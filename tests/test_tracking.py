@@ -126,14 +126,26 @@ def test_unreachable_server_is_one_error_at_once(clean_mlflow_uri):
     assert time.perf_counter() - start < 15
 
 
-def test_http_limits_come_from_config(clean_mlflow_uri, monkeypatch):
-    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "99")
-    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "2")
+def test_http_limits_come_from_config_and_stay_with_the_call(clean_mlflow_uri, monkeypatch):
+    """Config, else the user's own MLflow variable, else 10 s / 2 retries; set around each
+    call of the client only, so nothing leaks into the user's other MLflow use."""
+    from mlflow.environment_variables import (
+        MLFLOW_HTTP_REQUEST_MAX_RETRIES,
+        MLFLOW_HTTP_REQUEST_TIMEOUT,
+    )
+
+    monkeypatch.delenv("MLFLOW_HTTP_REQUEST_TIMEOUT", raising=False)
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "5")
     settings = MlflowSettings(tracking_uri="http://127.0.0.1:1", http_timeout=3)
     assert (settings.http_timeout, settings.http_max_retries) == (3, 5)  # config, else env
-    settings.client()
-    assert os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] == "3"
+    assert MlflowSettings(tracking_uri="http://127.0.0.1:1").http_timeout == 10
+    with settings.http_limits(max_retries=0):
+        seen = (MLFLOW_HTTP_REQUEST_TIMEOUT.get(), MLFLOW_HTTP_REQUEST_MAX_RETRIES.get())
+    assert seen == (3, 0)
+    client = settings.client()
+    assert client.tracking_uri == "http://127.0.0.1:1"
+    assert "MLFLOW_HTTP_REQUEST_TIMEOUT" not in os.environ  # restored after the block
+    assert os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] == "5"
     from trademl import ConfigError
 
     with pytest.raises(ConfigError, match="mlflow.http_timeout=0"):
@@ -194,6 +206,23 @@ def test_a_signal_during_run_creation_still_ends_the_run(store, clean_mlflow_uri
     with pytest.raises(Interrupted), signals_raise():
         RunRecorder.start(settings, exp, run_name="doomed")
     assert created and _status(store, created[0]) == "KILLED"
+
+
+def test_a_run_whose_store_fails_is_not_reported_as_marked(store, clean_mlflow_uri, monkeypatch):
+    from mlflow.tracking import MlflowClient
+
+    from trademl.tracking import ended_runs
+
+    settings, exp = setup_tracking(MlflowSettings(tracking_uri=store["uri"]))
+    rec = RunRecorder.start(settings, exp)
+
+    def unreachable(self, *args, **kwargs):
+        raise ConnectionError("store gone")
+
+    monkeypatch.setattr(MlflowClient, "set_terminated", unreachable)
+    rec.end("KILLED")
+    assert rec.run_id in ended_runs("KILLED", marked=False)
+    assert rec.run_id not in ended_runs("KILLED")
 
 
 def test_open_runs_are_ended_on_the_way_out(store, clean_mlflow_uri):

@@ -75,5 +75,6 @@ def _suggestion(text: str, overrides: Sequence[str], config_name: str) -> str:
     node = OmegaConf.select(cfg, parent) if parent else cfg
     if not OmegaConf.is_dict(node):
         return ""
-    match = difflib.get_close_matches(leaf, [str(k) for k in node if k != "hydra"], n=1)
+    keys = [str(k) for k in node if k not in ("hydra", leaf)]
+    match = difflib.get_close_matches(leaf, keys, n=1)
     return f"; did you mean {(f'{parent}.' if parent else '') + match[0]!r}?" if match else ""

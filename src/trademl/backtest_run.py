@@ -63,8 +63,9 @@ def run_backtest(cfg: DictConfig) -> BacktestRun:
     log_run = bool(cfg.get("log_to_mlflow", True))
     cleaning, risk, strategy = checked["cleaning"], checked["risk"], checked["strategy"]
     bt_cfg = OmegaConf.to_container(cfg.backtest, resolve=True)
-    settings, experiment_id = setup_tracking(checked["mlflow"]) if log_run else (None, None)
+    # the model first: a lookup never creates a store, the backtest's run would
     model = strategy.load() if isinstance(strategy, MLStrategy) else None
+    settings, experiment_id = setup_tracking(checked["mlflow"]) if log_run else (None, None)
     with signals_raise(), _open_run(settings, experiment_id, strategy, model) as rec:
         raw = instantiate_node(cfg.data, "data")
         candles, _ = clean_ohlcv_data(raw, cleaning)

@@ -18,6 +18,7 @@ or an epoch in the wrong unit; long histories (daily bars since 1950, yearly clo
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -145,9 +146,14 @@ def _match_columns(raw: pd.DataFrame, path: Path) -> dict[str, str]:
         vol = pd.to_numeric(raw[found["volume"]], errors="coerce")
         if vol.fillna(0).eq(0).all():
             found["volume"] = tick
-    for column in found.values():
-        if int((raw.columns == column).sum()) > 1:
-            raise DataError(f"{path}: column '{column}' appears twice; rename or drop one")
+    for column in found.values():  # the reader names a repeated column "close.1"
+        key = _normalise_name(column)
+        same = [c for c in raw.columns if _normalise_name(re.sub(r"\.\d+$", "", str(c))) == key]
+        if len(same) > 1:
+            raise DataError(
+                f"{path}: column '{column}' appears {len(same)} times; rename or drop the "
+                "others so that it is clear which one to use"
+            )
     return found
 
 
@@ -267,6 +273,9 @@ def _parse_timestamps(col: pd.Series, path: Path, name: str, loc: Locate) -> pd.
     return _parse_text(text, fail)
 
 
+_ONE_YEAR_NS = 365 * 86_400 * 10**9
+
+
 def _parse_epochs(values: np.ndarray, fail) -> pd.DatetimeIndex:
     if values.dtype.kind == "f" and np.isinf(values).any():
         raise fail(int(np.flatnonzero(np.isinf(values))[0]), "a non-finite epoch")
@@ -284,6 +293,13 @@ def _parse_epochs(values: np.ndarray, fail) -> pd.DatetimeIndex:
             "an epoch",
             f" that is out of range: read as {unit} it is after 2262 ({_NS_RANGE}); "
             "check the column's unit",
+        )
+    if ns.size and ns.max() < _ONE_YEAR_NS:  # every value in 1970: years, days, bar numbers
+        raise fail(
+            int(np.argmax(ns)),
+            "a number",
+            ": read as epoch seconds every value of the column falls in 1970, so these are "
+            "not epochs (years? bar numbers?); write dates (2024-01-31 13:00:00) or epochs",
         )
     return pd.DatetimeIndex(pd.to_datetime(ns, unit="ns", utc=True), name="timestamp")
 

@@ -85,28 +85,33 @@ def exit_on_user_error() -> Iterator[None]:
     open are ended first (FAILED, or KILLED on a signal). Any other exception ends them
     FAILED and propagates.
     """
-    from trademl.tracking.runs import end_open_runs, ended_runs, signals_raise
+    from trademl.tracking.runs import end_open_runs, ended_runs, signals_ignored, signals_raise
 
     try:
         with signals_raise():
             yield
     except TradeMLError as exc:
-        end_open_runs("FAILED", exc)
-        report(exc)
+        with signals_ignored():
+            end_open_runs("FAILED", exc)
+            report(exc)
         sys.exit(EXIT_USER_ERROR)
     except (Interrupted, KeyboardInterrupt) as exc:
         signum = getattr(exc, "signum", int(signal.SIGINT))
-        end_open_runs("KILLED", exc)
-        ended = ended_runs("KILLED")
-        runs = f"; MLflow run(s) {', '.join(ended)} marked KILLED" if ended else ""
-        print(f"trademl: interrupted by {signal.Signals(signum).name}{runs}", file=sys.stderr)
+        with signals_ignored():  # a second Ctrl-C must not cut the last words short
+            end_open_runs("KILLED", exc)
+            marked, unmarked = ended_runs("KILLED"), ended_runs("KILLED", marked=False)
+            runs = f"; MLflow run(s) {', '.join(marked)} marked KILLED" if marked else ""
+            if unmarked:
+                runs += f"; run(s) {', '.join(unmarked)} could not be marked (store unreachable)"
+            print(f"trademl: interrupted by {signal.Signals(signum).name}{runs}", file=sys.stderr)
         sys.exit(128 + signum)
     except BaseException as exc:
-        if not (isinstance(exc, SystemExit) and exc.code in (0, None)):
-            end_open_runs("FAILED", exc)
-        if _store_failure(exc):
-            report(TrackingError(f"the MLflow store failed: {exc}"))
-            sys.exit(EXIT_USER_ERROR)
+        with signals_ignored():
+            if not (isinstance(exc, SystemExit) and exc.code in (0, None)):
+                end_open_runs("FAILED", exc)
+            if _store_failure(exc):
+                report(TrackingError(f"the MLflow store failed: {exc}"))
+                sys.exit(EXIT_USER_ERROR)
         raise
 
 

@@ -30,10 +30,29 @@ __all__ = [
     "class_probabilities",
     "evaluate",
     "feature_importance",
+    "optimizable_metrics",
     "probability_metrics",
 ]
 
 CODES = [LABEL_TO_INT[name] for name in LABELS]
+
+
+def optimizable_metrics() -> list[str]:
+    """The test-period scores a sweep can optimise (``optimized_metric``), as
+    :func:`probability_metrics` names them, plus ``train_accuracy``."""
+    per_class = [f"test_{m}_{n}" for m in ("precision", "recall", "f1") for n in LABELS]
+    return [
+        "test_accuracy",
+        "test_balanced_accuracy",
+        "test_log_loss",
+        "test_precision_macro",
+        "test_recall_macro",
+        "test_f1_macro",
+        *per_class,
+        "test_ic",
+        "test_rank_ic",
+        "train_accuracy",
+    ]
 
 
 @dataclass

@@ -13,10 +13,14 @@ a model that needs anything else is refused rather than trusted blindly.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib
 import inspect
 import logging
+import os
+import sys
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -28,7 +32,13 @@ from sklearn.utils.class_weight import compute_sample_weight
 from trademl._config import did_you_mean
 from trademl.errors import ConfigError, ModelError
 
-__all__ = ["SKOPS_TRUSTED_TYPES", "ModelSpec", "check_trusted_types", "shared_sweep_keys"]
+__all__ = [
+    "SKOPS_TRUSTED_TYPES",
+    "ModelSpec",
+    "check_trusted_types",
+    "shared_sweep_keys",
+    "trusted_types_for",
+]
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +106,13 @@ class ModelSpec:
                 "or none"
             )
         self._cls = _import_estimator(estimator)
+        if trusted_types_for(estimator) is None:
+            raise ConfigError(
+                f"model.estimator={estimator!r} has no reviewed skops trusted types, so its "
+                "models could be trained but never loaded; add its types to "
+                "trademl.models.SKOPS_TRUSTED_TYPES after reviewing them, or choose one of "
+                + ", ".join(sorted(SKOPS_TRUSTED_TYPES))
+            )
         signature = inspect.signature(self._cls.__init__).parameters
         accepted = {
             n for n, p in signature.items() if n != "self" and p.kind not in (p.VAR_KEYWORD,)
@@ -105,7 +122,13 @@ class ModelSpec:
         shared = shared_sweep_keys()
         self.estimator_params, self.ignored_params = {}, {}
         for key, value in params.items():
-            if key in accepted or (takes_kwargs and key not in shared and value is not None):
+            passed = takes_kwargs and key not in shared and value is not None
+            if passed and key not in accepted and did_you_mean(key, sorted(accepted)):
+                raise ConfigError(  # through **kwargs, but a misspelling of a named parameter
+                    f"model.{key} is not a parameter of {estimator}"
+                    f"{did_you_mean(key, sorted(accepted))}"
+                )
+            if key in accepted or passed:
                 self.estimator_params[key] = value
             elif key in shared:
                 if value is not None:
@@ -131,7 +154,7 @@ class ModelSpec:
     @property
     def trusted_types(self) -> list[str]:
         """The skops types to trust when loading this model."""
-        return list(SKOPS_TRUSTED_TYPES.get(self.estimator, []))
+        return trusted_types_for(self.estimator) or []
 
     @property
     def pip_requirements(self) -> list[str]:
@@ -173,6 +196,10 @@ class ModelSpec:
             for n, p in inspect.signature(self._cls.__init__).parameters.items()
             if p.default is not p.empty
         }
+        self._check_default_types(defaults)
+        self._trial_fit()
+
+    def _check_default_types(self, defaults: dict[str, Any]) -> None:
         for key, value in self.estimator_params.items():
             default = defaults.get(key)
             if default is None or (isinstance(default, str) and not isinstance(value, str)):
@@ -187,11 +214,47 @@ class ModelSpec:
                     f"{default!r} in {self.estimator})"
                 )
 
+    def _trial_fit(self) -> None:
+        """Let a library without declared constraints (LightGBM) check its own parameters on
+        a tiny made-up problem (one tree, 60 rows): a bad value fails here, not after the
+        data is loaded."""
+        pipeline = self.build(0)
+        clf = pipeline.steps[-1][1]
+        if "n_estimators" in clf.get_params():
+            clf.set_params(n_estimators=1)
+        rng = np.random.default_rng(0)
+        X = rng.normal(size=(60, 3))
+        y = np.repeat([0, 1, 2], 20)
+        try:
+            with _native_output_silenced():  # LightGBM prints "[Fatal] ..." before it raises
+                pipeline.fit(X, y, **self.fit_params(y))
+        except Exception as exc:  # the library's own error type, whatever it is
+            text = " ".join(str(exc).split())
+            raise ConfigError(f"model ({self.estimator}) refuses its parameters: {text}") from None
+
     def fit_params(self, y: np.ndarray) -> dict[str, Any]:
         """Keyword arguments for ``Pipeline.fit`` (balanced sample weights if configured)."""
         if self.balance == "sample_weight":
             return {"clf__sample_weight": compute_sample_weight("balanced", y)}
         return {}
+
+
+@contextlib.contextmanager
+def _native_output_silenced() -> Iterator[None]:
+    """Send what native code writes to file descriptors 1 and 2 to /dev/null for a moment."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = [os.dup(1), os.dup(2)]
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 1)
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved[0], 1)
+        os.dup2(saved[1], 2)
+        for fd in (*saved, devnull):
+            os.close(fd)
 
 
 def _param_message(text: str) -> str:
@@ -227,6 +290,13 @@ def _import_estimator(path: str) -> type:
     if not (isinstance(cls, type) and issubclass(cls, ClassifierMixin)):
         raise ConfigError(f"model.estimator={path!r} is not a scikit-learn classifier")
     return cls
+
+
+def trusted_types_for(estimator: str) -> list[str] | None:
+    """trademl's reviewed skops trusted types for ``estimator``; ``None`` if it has none (a
+    model of it could be trained but never loaded, so it is refused when configured)."""
+    types = SKOPS_TRUSTED_TYPES.get(estimator)
+    return None if types is None else sorted(types)
 
 
 def check_trusted_types(pipeline: Pipeline, trusted: list[str]) -> None:

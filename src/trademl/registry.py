@@ -80,7 +80,8 @@ class LoadedModel:
     @property
     def trademl(self) -> dict[str, Any]:
         """The feature/label configuration stored with the model at training time."""
-        return dict(self.metadata.get("trademl", {}))
+        meta = self.metadata.get("trademl") or {}
+        return dict(meta) if isinstance(meta, dict) else {}
 
 
 @contextmanager
@@ -242,11 +243,13 @@ def load_model(reference: str, *, tracking_uri: str | None = None) -> LoadedMode
         if version is not None:
             what = f"models:/{version.name}/{version.version}"
             source = client.get_model_version_download_uri(version.name, version.version)
+            run_id = version.run_id
         else:
-            what, source = ref.uri, _unregistered_source(client, ref)
+            what, (source, run_id) = ref.uri, _unregistered_source(client, ref)
+        estimator = _trained_estimator(client, run_id)
     with tempfile.TemporaryDirectory(prefix="trademl-load-") as tmp:
         files = download_model_files(source, settings, what, tmp)
-        model = load_model_dir(files)
+        model = load_model_dir(files, estimator=estimator)
     return LoadedModel(
         model=model,
         uri=what,
@@ -257,14 +260,27 @@ def load_model(reference: str, *, tracking_uri: str | None = None) -> LoadedMode
     )
 
 
-def _unregistered_source(client, ref: ModelRef) -> str:
-    """The artifact location of ``runs:/RUN_ID/PATH`` or of a logged model ``models:/m-...``."""
+def _trained_estimator(client, run_id: str | None) -> str | None:
+    """The ``estimator`` tag of the run that trained a model (``None`` without one)."""
+    if not run_id:
+        return None
+    try:
+        return client.get_run(run_id).data.tags.get("estimator")
+    except MlflowException as exc:
+        if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
+            raise
+        return None
+
+
+def _unregistered_source(client, ref: ModelRef) -> tuple[str, str | None]:
+    """Artifact location and run of ``runs:/RUN_ID/PATH`` or of a logged model ``models:/m-``."""
     if ref.run_id is None:
         model_id = ref.uri.removeprefix("models:/")
         try:
-            return client.get_logged_model(model_id).artifact_location
+            logged = client.get_logged_model(model_id)
         except MlflowException as exc:
             raise ModelError(f"{ref.uri}: no such logged model ({exc.message})") from None
+        return logged.artifact_location, logged.source_run_id
     path = ref.uri.removeprefix("runs:/").split("/", 1)[1].strip("/")
     try:
         run = client.get_run(ref.run_id)
@@ -273,8 +289,8 @@ def _unregistered_source(client, ref: ModelRef) -> str:
     for output in (run.outputs.model_outputs if run.outputs else None) or []:
         logged = client.get_logged_model(output.model_id)
         if logged.name == path:
-            return logged.artifact_location
-    return f"{run.info.artifact_uri.rstrip('/')}/{path}"  # a model saved as run artifacts
+            return logged.artifact_location, ref.run_id
+    return f"{run.info.artifact_uri.rstrip('/')}/{path}", ref.run_id  # saved as run artifacts
 
 
 def promote_model(
@@ -361,7 +377,7 @@ def get_model_info(reference: str, *, tracking_uri: str | None = None) -> dict[s
         tags=dict(version.tags),
         metrics=dict(run.data.metrics) if run else {},
         params=dict(run.data.params) if run else {},
-        trademl=dict(files.metadata.get("trademl", {})),
+        trademl=files.trademl,
         signature_inputs=files.signature_inputs,
     )
     return row

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from trademl._config import MOVED_KEYS, did_you_mean
 from trademl.errors import ConfigError, DataError
@@ -180,6 +181,14 @@ class _TrainKeys:
 
     def __post_init__(self) -> None:
         _positive("seed", self.seed, allow_zero=True)
+        from trademl.evaluation import optimizable_metrics
+
+        names = optimizable_metrics()
+        if self.optimized_metric not in names:
+            raise ConfigError(
+                f"optimized_metric={self.optimized_metric!r} is not a metric of the training"
+                f"{did_you_mean(self.optimized_metric, names)} (metrics: {', '.join(names)})"
+            )
 
 
 @dataclass(frozen=True)
@@ -325,6 +334,15 @@ def validate_config(cfg: DictConfig, entry: str) -> dict[str, Any]:
     """
     if entry not in _GROUPS:
         raise ValueError(f"unknown entrypoint {entry!r}")
+    try:
+        return _validate(cfg, entry)
+    except OmegaConfBaseException as exc:  # an interpolation that does not resolve, ...
+        key = getattr(exc, "full_key", "") or "the config"
+        text = " ".join(str(exc).split("\n")[0].split())
+        raise ConfigError(f"{key}: {text}") from None
+
+
+def _validate(cfg: DictConfig, entry: str) -> dict[str, Any]:
     _check_missing(cfg)
     built: dict[str, Any] = {}
     top_cls = _TrainKeys if entry in ("train", "walkforward") else _RunKeys
@@ -458,6 +476,12 @@ def _feeds(node: ListConfig) -> list[FeedSettings]:
             raise ConfigError(f"feeds.{i} must be a mapping {{symbol, type, path, ...}}")
         check_mapping(f"feeds.{i}", feed, FeedSettings)
         settings = FeedSettings(**feed)
+        if settings.type not in FEED_TYPES and "." not in settings.type:
+            raise ConfigError(
+                f"feeds.{i}.type={settings.type!r} is neither "
+                f"{', '.join(FEED_TYPES)} nor the import path of a Feed class"
+                f"{did_you_mean(settings.type, list(FEED_TYPES))}"
+            )
         if settings.type in FEED_TYPES:
             if settings.path is None:
                 raise ConfigError(f"feeds.{i}.path is required: e.g. feeds.{i}.path=candles.csv")

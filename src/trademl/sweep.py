@@ -28,9 +28,9 @@ PARENT_RUN_FILE = ".mlflow_parent_run_id"
 
 
 def _settings(config: DictConfig):
-    import hydra
+    from trademl._hydra import instantiate_node
 
-    return setup_tracking(hydra.utils.instantiate(config.mlflow, _convert_="all"))
+    return setup_tracking(instantiate_node(config.mlflow, "mlflow"))
 
 
 def best_child(client, parent_run_id: str, experiment_id: str, metric: str, direction: str):

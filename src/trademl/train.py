@@ -221,7 +221,7 @@ def _start_run(cfg, settings, experiment_id, spec, steps) -> RunRecorder:
         run_name=settings.run_name or f"{spec.name}-{labels.method}-h{labels.horizon}{job}",
         tags=tags,
         parent_run_id=_parent_run_id(),
-        resume_run_id=os.environ.get("MLFLOW_RUN_ID"),  # set by `mlflow run`
+        resume_run_id=None if job else os.environ.get("MLFLOW_RUN_ID"),  # set by `mlflow run`
     )
 
 

@@ -188,13 +188,13 @@ def build_runtime(cfg: DictConfig) -> tuple[LiveRuntime, SessionTracker | None]:
 
 
 def _assemble(cfg, live, symbols, feeds, journal, execution, risk, mlflow_settings, strategy):
-    log_run = bool(cfg.get("log_to_mlflow", True))
-    settings, experiment_id = setup_tracking(mlflow_settings) if log_run else (None, None)
-    if isinstance(strategy, MLStrategy):
-        model = strategy.load()  # fail fast on a missing model
+    if isinstance(strategy, MLStrategy):  # first: a missing model (or store) fails fast
+        model = strategy.load()
         clf = model.model[-1]
         if "n_jobs" in clf.get_params():
             clf.set_params(n_jobs=1)  # one row per decision: threads only add latency
+    log_run = bool(cfg.get("log_to_mlflow", True))
+    settings, experiment_id = setup_tracking(mlflow_settings) if log_run else (None, None)
     traders = [
         SymbolTrader(
             f.symbol,

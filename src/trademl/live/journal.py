@@ -76,13 +76,19 @@ class Journal:
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=FULL")
             if existed:
-                tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master")}
+                tables = {
+                    r[0]
+                    for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+                    if not r[0].startswith("sqlite_")
+                }
                 fmt = (
                     db.execute("SELECT value FROM meta WHERE key = 'format'").fetchone()
                     if "meta" in tables
                     else None
                 )
-                if fmt is None or fmt[0] != _FORMAT:
+                # journals written before the format row existed have exactly these tables
+                legacy = fmt is None and tables == {"meta", "books", "events", "trades"}
+                if not legacy and (fmt is None or fmt[0] != _FORMAT):
                     db.close()
                     raise DataError(
                         f"{self.path}: not a trademl live journal (found tables "

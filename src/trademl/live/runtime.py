@@ -320,7 +320,10 @@ class LiveRuntime:
 
     async def run(self) -> LiveSummary:
         loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):  # (not available outside the main thread)
+        # the handlers in place before (trademl's: SIGTERM unwinds, the run ends KILLED) are
+        # put back afterwards: asyncio's remove_signal_handler would leave SIG_DFL instead
+        previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+        for sig in previous:  # (not available outside the main thread)
             with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
                 loop.add_signal_handler(sig, self.request_stop)
         reload_task = (
@@ -341,9 +344,11 @@ class LiveRuntime:
             self.stop.set()
             if reload_task is not None:
                 await reload_task
-            for sig in (signal.SIGINT, signal.SIGTERM):
+            for sig, handler in previous.items():
                 with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
                     loop.remove_signal_handler(sig)
+                    if handler is not None:
+                        signal.signal(sig, handler)
         if self.close_at_end:
             for trader, done in zip(self.traders, ended, strict=True):
                 if done:

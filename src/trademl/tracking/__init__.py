@@ -15,6 +15,7 @@ from trademl.tracking.records import config_params, flatten, git_commit, log_eva
 from trademl.tracking.runs import (
     RunRecorder,
     end_open_runs,
+    ended_runs,
     finite_metrics,
     run_status_for,
     signals_raise,
@@ -32,6 +33,7 @@ __all__ = [
     "RunRecorder",
     "config_params",
     "end_open_runs",
+    "ended_runs",
     "finite_metrics",
     "flatten",
     "git_commit",

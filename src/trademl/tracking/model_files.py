@@ -136,6 +136,12 @@ class ModelFiles:
         return dict(meta) if isinstance(meta, dict) else {}
 
     @property
+    def trademl(self) -> dict[str, Any]:
+        """The trademl metadata (features, labels, estimator, periods), ``{}`` if absent."""
+        meta = self.metadata.get("trademl") or {}
+        return dict(meta) if isinstance(meta, dict) else {}
+
+    @property
     def signature_inputs(self) -> int | None:
         sig = self.mlmodel.get("signature") or {}
         inputs = sig.get("inputs") if isinstance(sig, dict) else None
@@ -202,26 +208,23 @@ def read_mlmodel(path: Path, what: str) -> dict[str, Any]:
     return data
 
 
-def trusted_types_for(estimator: str | None) -> list[str]:
-    """trademl's reviewed skops trusted types for ``estimator`` (all of them when unknown)."""
-    from trademl.models import SKOPS_TRUSTED_TYPES
+def load_model_dir(files: ModelFiles, *, estimator: str | None = None) -> Any:
+    """The sklearn model in ``files``, loaded by skops with trademl's trusted types only.
 
-    if estimator is not None:
-        if estimator not in SKOPS_TRUSTED_TYPES:
-            raise KeyError(estimator)
-        return sorted(SKOPS_TRUSTED_TYPES[estimator])
-    return sorted({t for types in SKOPS_TRUSTED_TYPES.values() for t in types})
-
-
-def load_model_dir(files: ModelFiles) -> Any:
-    """The sklearn model in ``files``, loaded by skops with trademl's trusted types only."""
+    ``estimator`` is the estimator recorded by the run that trained the model (its
+    ``estimator`` tag); it chooses the trusted types, and the ``MLmodel`` metadata must agree
+    with it. Without a run, the metadata names it; a model that names none is refused.
+    """
     import skops.io as sio
 
+    from trademl.models import trusted_types_for
+
     what = files.what
-    flavor = (files.mlmodel.get("flavors") or {}).get("sklearn")
+    flavors = files.mlmodel.get("flavors")
+    flavor = flavors.get("sklearn") if isinstance(flavors, dict) else None
     if not isinstance(flavor, dict):
         raise ModelError(
-            f"{what}: its {MLMODEL} has no sklearn flavour; trademl loads sklearn models"
+            f"{what}: its {MLMODEL} has no sklearn flavour; trademl loads sklearn models only"
         )
     fmt = flavor.get("serialization_format", "pickle")
     if fmt != "skops":
@@ -230,23 +233,37 @@ def load_model_dir(files: ModelFiles) -> Any:
             "trademl loads only skops files, because unpickling can run arbitrary code. "
             "Retrain the model with trademl (it saves skops)"
         )
-    estimator = (files.metadata.get("trademl") or {}).get("estimator")
-    try:
-        trusted = trusted_types_for(estimator)
-    except KeyError:
+    named = files.trademl.get("estimator")
+    if named is not None and not isinstance(named, str):
+        raise ModelError(f"{what}: its {MLMODEL} names the estimator as {named!r}, not a name")
+    if estimator is not None and named is not None and named != estimator:
+        raise ModelError(
+            f"{what}: its {MLMODEL} says estimator {named!r}, the run that trained it says "
+            f"{estimator!r}; refusing to load a model whose files were changed"
+        )
+    estimator = estimator or named
+    if estimator is None:
+        raise ModelError(
+            f"{what}: neither its run nor its {MLMODEL} names the estimator, so trademl cannot "
+            "tell which types to trust; refusing to load it (retrain it with trademl)"
+        )
+    trusted = trusted_types_for(estimator)
+    if trusted is None:
         raise ModelError(
             f"{what}: estimator {estimator!r} has no reviewed skops trusted types in "
             "trademl.models.SKOPS_TRUSTED_TYPES; refusing to load it"
-        ) from None
+        )
     declared = flavor.get("skops_trusted_types") or []
     if not isinstance(declared, list) or not set(map(str, declared)) <= set(trusted):
         extra = sorted(set(map(str, declared)) - set(trusted)) if isinstance(declared, list) else []
         raise ModelError(
             f"{what}: its {MLMODEL} asks to trust {extra or declared!r}, which is not in "
-            f"trademl's list for {estimator or 'its estimators'} ({', '.join(trusted) or 'none'}); "
-            "refusing to load it. A model file cannot widen what trademl trusts"
+            f"trademl's list for {estimator} ({', '.join(trusted) or 'none'}); refusing to "
+            "load it. A model file cannot widen what trademl trusts"
         )
-    name = str(flavor.get("pickled_model", "model.skops"))
+    name = flavor.get("pickled_model", "model.skops")
+    if not isinstance(name, str):
+        raise ModelError(f"{what}: its {MLMODEL} names the model file as {name!r}, not a file")
     file = files.path / name
     if Path(name).name != name or not file.is_file():
         raise ModelError(f"{what}: the model file {name!r} named in {MLMODEL} is missing")

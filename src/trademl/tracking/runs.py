@@ -18,7 +18,6 @@ import contextlib
 import json
 import logging
 import math
-import os
 import signal
 import tempfile
 import threading
@@ -41,13 +40,14 @@ __all__ = [
     "end_open_runs",
     "ended_runs",
     "run_status_for",
+    "signals_ignored",
     "signals_raise",
 ]
 
 log = logging.getLogger(__name__)
 
 _OPEN: dict[str, RunRecorder] = {}
-_ENDED: list[tuple[str, str]] = []  # (run id, status) of the runs ended in this process
+_ENDED: list[tuple[str, str, bool]] = []  # (run id, status, written to the store?)
 _OPEN_LOCK = threading.Lock()
 _MAX_PARAM_VALUE = 6000
 
@@ -122,29 +122,37 @@ class RunRecorder:
         self.end(run_status_for(exc), error=exc)
 
     def end(self, status: str = "FINISHED", *, error: BaseException | None = None) -> None:
-        """End the run with ``status`` (once); a failure to reach the store is only logged."""
+        """End the run with ``status`` (once).
+
+        Signals are held back while the store is written (a second Ctrl-C cannot leave the
+        run half-ended), there are no retries (if the server is gone, say so at once), and a
+        failure to reach the store is logged; :func:`ended_runs` tells which runs really were
+        marked.
+        """
         with _OPEN_LOCK:
             if self.status is not None:
                 return
             self.status = status
             _OPEN.pop(self.run_id, None)
-            _ENDED.append((self.run_id, status))
-        try:
-            with _quick_http(self.settings):
+        marked = False
+        with _signals_held():
+            try:
+                client = self.settings.client(max_retries=0)
                 if error is not None and status != "FINISHED":
-                    message = (
-                        " ".join(str(error).split())[:_MAX_PARAM_VALUE] or type(error).__name__
-                    )
-                    self.client.set_tag(self.run_id, "error", message)
-                self.client.set_terminated(self.run_id, status)
-        except Exception as exc:  # the store itself may be what failed
-            log.error(
-                "could not mark MLflow run %s as %s in %s: %s",
-                self.run_id,
-                status,
-                self.settings.tracking_uri,
-                " ".join(str(exc).split())[:300],
-            )
+                    message = " ".join(str(error).split()) or type(error).__name__
+                    client.set_tag(self.run_id, "error", message[:_MAX_PARAM_VALUE])
+                client.set_terminated(self.run_id, status)
+                marked = True
+            except Exception as exc:  # the store itself may be what failed
+                log.error(
+                    "could not mark MLflow run %s as %s in %s: %s",
+                    self.run_id,
+                    status,
+                    self.settings.tracking_uri,
+                    " ".join(str(exc).split())[:300],
+                )
+        with _OPEN_LOCK:
+            _ENDED.append((self.run_id, status, marked))
 
     # -- contents -------------------------------------------------------------------------------
     def child(self, run_name: str, tags: Mapping[str, str] | None = None) -> RunRecorder:
@@ -238,10 +246,28 @@ def end_open_runs(status: str, error: BaseException | None = None) -> list[str]:
     return [r.run_id for r in recorders]
 
 
-def ended_runs(status: str) -> list[str]:
-    """The ids of the runs this process ended with ``status`` (for the exit message)."""
+def ended_runs(status: str, *, marked: bool = True) -> list[str]:
+    """The ids of the runs this process ended with ``status`` whose status was written to
+    the store (``marked=False``: those whose store could not be reached)."""
     with _OPEN_LOCK:
-        return [run_id for run_id, s in _ENDED if s == status]
+        return [run_id for run_id, s, ok in _ENDED if s == status and ok == marked]
+
+
+@contextlib.contextmanager
+def signals_ignored() -> Iterator[None]:
+    """SIGINT/SIGTERM ignored (main thread): for the last words of a command on its way out."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    for sig in previous:
+        signal.signal(sig, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            if handler is not None:
+                signal.signal(sig, handler)
 
 
 @atexit.register
@@ -303,21 +329,3 @@ def _signals_held() -> Iterator[None]:
                 handler(pending[0], None)  # raises Interrupted or KeyboardInterrupt
             elif handler == signal.SIG_DFL:
                 signal.raise_signal(pending[0])
-
-
-@contextlib.contextmanager
-def _quick_http(settings: MlflowSettings) -> Iterator[None]:
-    """No retries while ending a run: if the server is gone, say so at once."""
-    if not settings.is_server:
-        yield
-        return
-    key = "MLFLOW_HTTP_REQUEST_MAX_RETRIES"
-    saved = os.environ.get(key)
-    os.environ[key] = "0"
-    try:
-        yield
-    finally:
-        if saved is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = saved

@@ -13,8 +13,11 @@ URI; nothing changes MLflow's process-wide tracking or registry URI.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import os
-from collections.abc import Mapping
+import threading
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import unquote, urlparse
@@ -40,6 +43,28 @@ _HTTP_ENV = {
     "http_backoff_factor": "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR",
 }
 _HTTP_DEFAULTS = {"http_timeout": 10, "http_max_retries": 2, "http_backoff_factor": 1}
+
+
+_ENV_LOCK = threading.RLock()
+
+
+class _LimitedClient:
+    """An MlflowClient whose every method call runs under a store's HTTP limits."""
+
+    def __init__(self, client: MlflowClient, settings: MlflowSettings, retries: int | None):
+        self._client, self._settings, self._retries = client, settings, retries
+
+    def __getattr__(self, name: str):
+        attr = getattr(self._client, name)
+        if not callable(attr):
+            return attr
+
+        @functools.wraps(attr)
+        def call(*args, **kwargs):
+            with self._settings.http_limits(max_retries=self._retries):
+                return attr(*args, **kwargs)
+
+        return call
 
 
 def resolve_tracking_uri(explicit: str | None = None) -> tuple[str, str]:
@@ -86,9 +111,10 @@ class MlflowSettings:
         Where runs go and the name new model versions are registered under.
     http_timeout, http_max_retries, http_backoff_factor
         Limits of MLflow's HTTP client for a tracking server (seconds per request, retries,
-        exponential back-off factor); ``None`` takes MLflow's environment variable if set,
-        else 10 s, 2 retries, factor 1. A dead server is then given up on within about
-        ``(retries + 1) x timeout + 2**retries x factor`` seconds per request.
+        exponential back-off factor), applied to every call of :meth:`client`; ``None`` takes
+        MLflow's environment variable if the user set it, else 10 s, 2 retries, factor 1. A
+        dead server is then given up on within about ``(retries + 1) x timeout +
+        2**retries x factor`` seconds per request.
     """
 
     tracking_uri: str | None = None
@@ -141,20 +167,42 @@ class MlflowSettings:
         where = f" = {db}" if db is not None else ""
         return f"{self.tracking_uri}{where} (from {self.uri_origin})"
 
-    def client(self) -> MlflowClient:
-        """A client for this store (tracking and registry); sets MLflow's HTTP limits."""
-        if self.is_server:
-            self.apply_http_limits()
-        return MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
+    def client(self, *, max_retries: int | None = None) -> MlflowClient:
+        """A client for this store (tracking and registry).
 
-    def apply_http_limits(self) -> None:
-        """Give MLflow's HTTP client this config's timeout and retries.
-
-        MLflow reads these from its documented environment variables at every request, so
-        they are set there (for this process and its children); nothing in MLflow is patched.
+        For a tracking server every call of the client runs under this config's HTTP limits
+        (:meth:`http_limits`; ``max_retries`` overrides the retries).
         """
-        for key, env in _HTTP_ENV.items():
-            os.environ[env] = str(getattr(self, key))
+        client = MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
+        if not self.is_server:
+            return client
+        return _LimitedClient(client, self, max_retries)  # type: ignore[return-value]
+
+    @contextlib.contextmanager
+    def http_limits(self, *, max_retries: int | None = None) -> Iterator[None]:
+        """Within the block, MLflow's HTTP client uses this config's timeout and retries.
+
+        MLflow reads them from its documented environment variables at every request and
+        takes no per-client setting, so they are set there for the block only and restored
+        after (under a lock); nothing in MLflow is patched and nothing outlives the call.
+        """
+        if not self.is_server:
+            yield
+            return
+        values = {env: str(getattr(self, key)) for key, env in _HTTP_ENV.items()}
+        if max_retries is not None:
+            values[_HTTP_ENV["http_max_retries"]] = str(max_retries)
+        with _ENV_LOCK:
+            saved = {k: os.environ.get(k) for k in values}
+            os.environ.update(values)
+            try:
+                yield
+            finally:
+                for key, value in saved.items():
+                    if value is None:
+                        os.environ.pop(key, None)
+                    else:
+                        os.environ[key] = value
 
     def check_reachable(self) -> None:
         """Fail fast (one clear error) if a tracking server does not answer."""
