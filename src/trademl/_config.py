@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-from collections.abc import Mapping, Sequence
-from typing import Any, TypeVar
+import inspect
+import types
+import typing
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Literal, TypeVar
 
 from trademl.errors import ConfigError
 
@@ -111,3 +115,96 @@ def check_periods(label: str, value: Any, *, minimum: int = 1, min_len: int = 1)
     if list(periods) != sorted(set(periods)):
         raise ConfigError(f"{label}={list(periods)} must be strictly increasing (no duplicates)")
     return periods
+
+
+# -- typed checks of keyword arguments (the config schemas) -------------------------------------
+def unknown_key_error(label: str, key: str, allowed: Sequence[str]) -> ConfigError:
+    full = f"{label}.{key}" if label else key
+    if full in MOVED_KEYS:
+        return ConfigError(f"{full} {MOVED_KEYS[full]}")
+    return ConfigError(
+        f"{full} is not a key of {label or 'the config'}{did_you_mean(key, allowed)} "
+        f"(keys: {', '.join(sorted(set(allowed)))})"
+    )
+
+
+def describe_type(tp: Any) -> str:
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(describe_type(a) for a in args)
+    if origin is Literal:
+        return "one of " + ", ".join(map(str, args))
+    if origin in (list, tuple, Sequence):
+        inner = [a for a in args if a is not Ellipsis]
+        return f"a list of {describe_type(inner[0])}s" if inner else "a list"
+    names = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
+    if tp is type(None):
+        return "null"
+    return names.get(tp, getattr(tp, "__name__", str(tp)))
+
+
+def matches_type(value: Any, tp: Any) -> bool:
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if tp is Any or tp is object or tp is inspect.Parameter.empty:
+        return True
+    if origin in (typing.Union, types.UnionType):
+        return any(matches_type(value, a) for a in args)
+    if origin is Literal:
+        return value in args
+    if tp is type(None):
+        return value is None
+    if tp is bool:
+        return isinstance(value, bool)
+    if tp is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if tp is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if tp is str:
+        return isinstance(value, str)
+    if tp is Path:
+        return isinstance(value, str | Path)
+    if origin in (list, tuple, Sequence):
+        if isinstance(value, str) or not isinstance(value, list | tuple):
+            return False
+        inner = [a for a in args if a is not Ellipsis]
+        if origin is tuple and args and Ellipsis not in args and len(args) != len(value):
+            return False
+        return all(matches_type(v, inner[0]) for v in value) if inner else True
+    if origin in (dict, Mapping) or tp in (dict, Mapping):
+        return isinstance(value, Mapping)
+    return True  # an annotation these checks do not know: left to the constructor
+
+
+def _type_hints(target: Any) -> dict[str, Any]:
+    try:
+        obj = (
+            target.__init__
+            if isinstance(target, type) and not dataclasses.is_dataclass(target)
+            else target
+        )
+        return typing.get_type_hints(obj)
+    except (NameError, TypeError):
+        return {}
+
+
+def check_mapping(
+    label: str, given: Mapping[str, Any], target: Callable, *, blocked: Sequence[str] = ()
+) -> None:
+    """Check ``given`` (keyword arguments) against the keys and types ``target`` takes."""
+    sig = inspect.signature(target)
+    params = {
+        n: p
+        for n, p in sig.parameters.items()
+        if n != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD) and n not in blocked
+    }
+    hints = _type_hints(target)
+    for key, value in given.items():
+        if key not in params:
+            raise unknown_key_error(label, key, list(params))
+        tp = hints.get(key, inspect.Parameter.empty)
+        if not matches_type(value, tp):
+            full = f"{label}.{key}" if label else key
+            raise ConfigError(f"{full}={value!r} must be {describe_type(tp)}")
+    for name, p in params.items():
+        if p.default is p.empty and name not in given:
+            raise ConfigError(f"{label}.{name} is required" if label else f"{name} is required")

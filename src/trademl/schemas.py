@@ -16,10 +16,7 @@ a misspelt key gets a "did you mean" suggestion, a renamed or removed key says w
 from __future__ import annotations
 
 import dataclasses
-import inspect
-import types
-import typing
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -27,7 +24,7 @@ from typing import Any, Literal
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from trademl._config import MOVED_KEYS, did_you_mean
+from trademl._config import MOVED_KEYS, check_mapping, did_you_mean, unknown_key_error
 from trademl.errors import ConfigError, DataError
 
 __all__ = [
@@ -201,99 +198,6 @@ class _RunKeys:
         _positive("seed", self.seed, allow_zero=True)
 
 
-# -- generic checks -------------------------------------------------------------------------------
-def _unknown(label: str, key: str, allowed: Sequence[str]) -> ConfigError:
-    full = f"{label}.{key}" if label else key
-    if full in MOVED_KEYS:
-        return ConfigError(f"{full} {MOVED_KEYS[full]}")
-    return ConfigError(
-        f"{full} is not a key of {label or 'the config'}{did_you_mean(key, allowed)} "
-        f"(keys: {', '.join(sorted(set(allowed)))})"
-    )
-
-
-def _describe(tp: Any) -> str:
-    origin, args = typing.get_origin(tp), typing.get_args(tp)
-    if origin in (typing.Union, types.UnionType):
-        return " or ".join(_describe(a) for a in args)
-    if origin is Literal:
-        return "one of " + ", ".join(map(str, args))
-    if origin in (list, tuple, Sequence):
-        inner = [a for a in args if a is not Ellipsis]
-        return f"a list of {_describe(inner[0])}s" if inner else "a list"
-    names = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
-    if tp is type(None):
-        return "null"
-    return names.get(tp, getattr(tp, "__name__", str(tp)))
-
-
-def _matches(value: Any, tp: Any) -> bool:
-    origin, args = typing.get_origin(tp), typing.get_args(tp)
-    if tp is Any or tp is object or tp is inspect.Parameter.empty:
-        return True
-    if origin in (typing.Union, types.UnionType):
-        return any(_matches(value, a) for a in args)
-    if origin is Literal:
-        return value in args
-    if tp is type(None):
-        return value is None
-    if tp is bool:
-        return isinstance(value, bool)
-    if tp is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    if tp is float:
-        return isinstance(value, int | float) and not isinstance(value, bool)
-    if tp is str:
-        return isinstance(value, str)
-    if tp is Path:
-        return isinstance(value, str | Path)
-    if origin in (list, tuple, Sequence):
-        if isinstance(value, str) or not isinstance(value, list | tuple):
-            return False
-        inner = [a for a in args if a is not Ellipsis]
-        if origin is tuple and args and Ellipsis not in args and len(args) != len(value):
-            return False
-        return all(_matches(v, inner[0]) for v in value) if inner else True
-    if origin in (dict, Mapping) or tp in (dict, Mapping):
-        return isinstance(value, Mapping)
-    return True  # an annotation these checks do not know: left to the constructor
-
-
-def _hints(target: Any) -> dict[str, Any]:
-    try:
-        obj = (
-            target.__init__
-            if isinstance(target, type) and not dataclasses.is_dataclass(target)
-            else target
-        )
-        return typing.get_type_hints(obj)
-    except (NameError, TypeError):
-        return {}
-
-
-def check_mapping(
-    label: str, given: Mapping[str, Any], target: Callable, *, blocked: Sequence[str] = ()
-) -> None:
-    """Check ``given`` (keyword arguments) against the keys and types ``target`` takes."""
-    sig = inspect.signature(target)
-    params = {
-        n: p
-        for n, p in sig.parameters.items()
-        if n != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD) and n not in blocked
-    }
-    hints = _hints(target)
-    for key, value in given.items():
-        if key not in params:
-            raise _unknown(label, key, list(params))
-        tp = hints.get(key, inspect.Parameter.empty)
-        if not _matches(value, tp):
-            full = f"{label}.{key}" if label else key
-            raise ConfigError(f"{full}={value!r} must be {_describe(tp)}")
-    for name, p in params.items():
-        if p.default is p.empty and name not in given:
-            raise ConfigError(f"{label}.{name} is required" if label else f"{name} is required")
-
-
 # -- the entrypoints ------------------------------------------------------------------------------
 _GROUPS = {
     "train": ("data", "cleaning", "features", "labels", "split", "model", "evaluation", "mlflow"),
@@ -350,7 +254,7 @@ def _validate(cfg: DictConfig, entry: str) -> dict[str, Any]:
     allowed = {*groups, *_field_names(top_cls), "hydra"}
     for key in cfg:
         if key not in allowed:
-            raise _unknown("", str(key), sorted(allowed - {"hydra"}))
+            raise unknown_key_error("", str(key), sorted(allowed - {"hydra"}))
     _build_plain("", {k: cfg[k] for k in _field_names(top_cls) if k in cfg}, top_cls)
     for group in _GROUPS[entry]:
         if group == "live_strategy":
