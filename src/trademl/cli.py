@@ -147,9 +147,13 @@ def _backtest_overrides(args: Sequence[str]) -> list[str]:
 
 
 def _run_hydra(command: str, args: Sequence[str]) -> int:
-    """Hand the arguments to a Hydra entrypoint (``train`` or ``backtest``)."""
+    """Hand the arguments to a Hydra entrypoint (train, backtest, walkforward, live)."""
     from trademl._hydra import compose_config
 
+    if command == "backtest":
+        args = _backtest_overrides(args)
+    if not any(a.startswith("-") for a in args):  # single run: check composition first,
+        compose_config(args, config_name=command)  # before the (slow) imports of the entry
     if command == "train":
         from trademl.train import main as entry
     elif command == "walkforward":
@@ -158,10 +162,6 @@ def _run_hydra(command: str, args: Sequence[str]) -> int:
         from trademl.live.app import main as entry
     else:
         from trademl.backtest_run import main as entry
-
-        args = _backtest_overrides(args)
-    if not any(a.startswith("-") for a in args):  # single run: check composition first
-        compose_config(args, config_name=command)
     saved = sys.argv
     sys.argv = [f"trademl {command}", *args]
     try:
