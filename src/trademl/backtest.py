@@ -43,7 +43,7 @@ from trademl.fills import (
     market_exit_price,
     position_size,
 )
-from trademl.performance import performance_metrics
+from trademl.performance import observed_periods_per_year, performance_metrics
 from trademl.risk import RiskConfig
 
 __all__ = [
@@ -289,8 +289,9 @@ class Backtest:
     cash, risk, fees_bps, slippage_bps, on_opposite, max_holding_bars, start
         See the module docstring. ``start`` is a timestamp or a row position.
     periods_per_year
-        For annualising Sharpe and Sortino; default from the bar interval over 365.25 days
-        (markets that trade around the clock).
+        For annualising Sharpe and Sortino; by default the bars per year observed over the
+        whole of ``data`` (:func:`trademl.performance.observed_periods_per_year`: about 252
+        for daily equities, 6,260 for hourly FX, 8,766 for hourly crypto).
     """
 
     def __init__(
@@ -404,7 +405,7 @@ class Backtest:
         position_s = pd.Series(position, index=idx, name="position").iloc[self.start :]
         close = d["close"].iloc[self.start :]
         bench_equity = self.cash * close / close.iloc[0]
-        ppy = self.periods_per_year
+        ppy = self.periods_per_year or observed_periods_per_year(idx)  # the whole data's rate
         metrics = performance_metrics(equity_s, trades, position_s, periods_per_year=ppy)
         benchmark = performance_metrics(
             bench_equity, None, pd.Series(1, index=close.index), periods_per_year=ppy
@@ -418,6 +419,7 @@ class Backtest:
             "start": str(idx[self.start]),
             "end": str(idx[-1]),
             "bars": len(idx) - self.start,
+            "periods_per_year": float(ppy),
             **{f"risk.{k}": v for k, v in self.risk.__dict__.items()},
         }
         return BacktestResult(

@@ -7,17 +7,24 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-__all__ = ["performance_metrics", "plot_equity"]
+__all__ = ["observed_periods_per_year", "performance_metrics", "plot_equity"]
 
 _YEAR_SECONDS = 365.25 * 24 * 3600
 
 
-def _periods_per_year(index: pd.DatetimeIndex) -> float:
-    """Bars per year from the median bar interval (365.25-day years)."""
+def observed_periods_per_year(index: pd.DatetimeIndex) -> float:
+    """Bars per year as the data has them: bar-to-bar steps per elapsed 365.25-day year.
+
+    A market that trades around the clock gives 8,766 hourly bars a year, FX (24/5) about
+    6,260, an equity exchange about 252 daily bars: weekends, nights and holidays that have no
+    bars are not counted as periods, unlike ``1 year / bar interval``, which overstates
+    annualised Sharpe and Sortino by about 20 % on such markets. Measure it on a long span (the
+    whole data set): a week of daily bars says nothing about a year.
+    """
     if len(index) < 2:
         return 1.0
-    step = pd.Series(index).diff().median().total_seconds()
-    return _YEAR_SECONDS / step if step > 0 else 1.0
+    years = (index[-1] - index[0]).total_seconds() / _YEAR_SECONDS
+    return (len(index) - 1) / years if years > 0 else 1.0
 
 
 def performance_metrics(
@@ -28,9 +35,13 @@ def performance_metrics(
     periods_per_year: float | None = None,
 ) -> dict[str, float]:
     """Total return, CAGR, annualised Sharpe and Sortino (per-bar returns, risk-free 0), max
-    drawdown, and for trades: count, win rate, profit factor, average trade; exposure."""
+    drawdown, and for trades: count, win rate, profit factor, average trade; exposure.
+
+    ``periods_per_year`` annualises Sharpe and Sortino; by default the rate observed on the
+    curve itself (:func:`observed_periods_per_year`).
+    """
     values = equity.to_numpy(dtype=np.float64)
-    ppy = periods_per_year or _periods_per_year(equity.index)
+    ppy = periods_per_year or observed_periods_per_year(equity.index)
     rets = np.diff(values) / values[:-1] if values.size > 1 else np.zeros(0)
     total = values[-1] / values[0] - 1.0
     years = (equity.index[-1] - equity.index[0]).total_seconds() / _YEAR_SECONDS
