@@ -67,3 +67,16 @@ def test_a_backtest_annualises_with_the_whole_data_and_says_so(candles):
     fixed = Backtest(weekdays, signals, start=len(weekdays) - 200, periods_per_year=8766).run()
     ratio = fixed.metrics["sharpe"] / result.metrics["sharpe"]
     assert ratio == pytest.approx(np.sqrt(8766 / result.settings["periods_per_year"]))
+
+
+def test_zero_trades_have_no_trade_statistics(candles):
+    """No trade: win rate and profit factor are not available (NaN, shown as n/a, not logged),
+    never the "profit factor 0.00, win rate 0.0 %" of a strategy that lost every trade."""
+    flat = pd.DataFrame({"side": 0, "sl_distance": 1.0, "tp_distance": 1.0}, index=candles.index)
+    result = Backtest(candles, flat).run()
+    m = result.metrics
+    assert m["trades"] == 0 and np.isnan(m["win_rate"]) and np.isnan(m["profit_factor"])
+    assert "win rate n/a, profit factor n/a" in result.summary()
+    from trademl.tracking import finite_metrics
+
+    assert "win_rate" not in finite_metrics(m) and finite_metrics(m)["trades"] == 0

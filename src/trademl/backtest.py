@@ -268,11 +268,15 @@ class BacktestResult:
 
     def summary(self) -> str:
         m, b = self.metrics, self.benchmark
+
+        def known(value: float, spec: str) -> str:
+            return "n/a" if np.isnan(value) else format(value, spec)
+
         return (
             f"{int(m['trades'])} trades, total return {m['total_return']:+.2%} "
             f"(buy & hold {b['total_return']:+.2%}), Sharpe {m['sharpe']:.2f}, "
-            f"max drawdown {m['max_drawdown']:.2%}, win rate {m['win_rate']:.1%}, "
-            f"profit factor {m['profit_factor']:.2f}, exposure {m['exposure']:.1%}"
+            f"max drawdown {m['max_drawdown']:.2%}, win rate {known(m['win_rate'], '.1%')}, "
+            f"profit factor {known(m['profit_factor'], '.2f')}, exposure {m['exposure']:.1%}"
         )
 
 

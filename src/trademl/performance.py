@@ -36,6 +36,8 @@ def performance_metrics(
 ) -> dict[str, float]:
     """Total return, CAGR, annualised Sharpe and Sortino (per-bar returns, risk-free 0), max
     drawdown, and for trades: count, win rate, profit factor, average trade; exposure.
+    Without a trade, win rate, profit factor and the averages are NaN (not available; not
+    logged to MLflow), never 0.
 
     ``periods_per_year`` annualises Sharpe and Sortino; by default the rate observed on the
     curve itself (:func:`observed_periods_per_year`).
@@ -66,14 +68,15 @@ def performance_metrics(
     if trades is not None:
         pnl = trades["pnl"].to_numpy(dtype=np.float64)
         wins, losses = pnl[pnl > 0].sum(), -pnl[pnl < 0].sum()
+        none = float("nan")  # no trade: the trade statistics are not available, not 0 %
         out.update(
             trades=float(pnl.size),
-            win_rate=float(np.mean(pnl > 0)) if pnl.size else 0.0,
+            win_rate=float(np.mean(pnl > 0)) if pnl.size else none,
             profit_factor=float(wins / losses)
             if losses > 0
-            else (float("inf") if wins > 0 else 0.0),
-            avg_trade_pnl=float(pnl.mean()) if pnl.size else 0.0,
-            avg_trade_return_pct=float(trades["return_pct"].mean()) if pnl.size else 0.0,
+            else (float("inf") if wins > 0 else none),
+            avg_trade_pnl=float(pnl.mean()) if pnl.size else none,
+            avg_trade_return_pct=float(trades["return_pct"].mean()) if pnl.size else none,
             total_fees=float(trades["fees"].sum()),
         )
     return out
