@@ -31,7 +31,7 @@ def section(title: str) -> None:
 
 
 def main(overrides: list[str]) -> None:
-    data = ["data.n=2000"]
+    data = ["data=synthetic", "data.n=2000"]
     cfg = compose_config([*data, "model=random_forest", "promote=Production", *overrides])
     uri = MlflowSettings(tracking_uri=cfg.mlflow.tracking_uri).tracking_uri  # null: resolved
 

@@ -13,12 +13,15 @@ from .conftest import client_for
 
 
 def _overrides(store, *extra):
+    """No data=: the backtest trades the data the model was trained on (data=model)."""
     return [
         f"mlflow.tracking_uri={store['uri']}",
         f"mlflow.artifact_root={store['artifacts']}",
-        "data.n=2000",
         *extra,
     ]
+
+
+SYNTHETIC = ["data=synthetic", "data.n=2000"]  # what the production model was trained on
 
 
 def test_backtest_of_the_production_model_is_linked_to_its_version(production_model, compose):
@@ -52,12 +55,52 @@ def test_backtest_of_the_production_model_is_linked_to_its_version(production_mo
     assert version.tags["last_backtest_run"] == out.run_id
 
 
-def test_in_sample_window_is_flagged(production_model, compose):
+def test_in_sample_window_is_refused_unless_asked_for_then_shown(production_model, compose):
+    from trademl import ConfigError
+
+    store = production_model["store"]
     cfg = compose(
-        _overrides(production_model["store"], "backtest.start=null", "log_to_mlflow=false"),
+        _overrides(store, "backtest.start=null", "log_to_mlflow=false"), config_name="backtest"
+    )
+    with pytest.raises(ConfigError, match=r"IN-SAMPLE: the window starts at 2024-01-01.*allow_in"):
+        run_backtest(cfg)
+    cfg = compose(
+        _overrides(store, "backtest.start=null", "backtest.allow_in_sample=true"),
         config_name="backtest",
     )
-    assert run_backtest(cfg).in_sample_overlap is True
+    out = run_backtest(cfg)
+    assert out.in_sample_overlap is True and out.result.summary().startswith("[IN-SAMPLE: ")
+    tags = client_for(store).get_run(out.run_id).data.tags
+    assert tags["in_sample_overlap"] == "true" and tags["same_data_as_training"] == "true"
+
+
+def test_the_same_data_by_any_name_trades_the_same_bars(
+    production_model, tmp_path, compose, monkeypatch
+):
+    """By date, not by name: the model's own data (no data=), the same candles as a CSV by a
+    relative and an absolute path, and a copy all trade only after the training period."""
+    import shutil
+
+    from trademl.synthetic import generate_ohlcv
+
+    store = production_model["store"]
+    csv = tmp_path / "candles.csv"
+    generate_ohlcv(2000, seed=42, momentum=0.3).to_csv(csv, index_label="timestamp")
+    shutil.copy(csv, tmp_path / "copy.csv")
+    monkeypatch.chdir(tmp_path)
+    windows = []
+    for data in (
+        [],
+        ["data=csv", "data.path=candles.csv"],
+        ["data=csv", f"data.path={csv}"],
+        ["data=csv", "data.path=copy.csv"],
+    ):
+        cfg = compose(_overrides(store, *data, "log_to_mlflow=false"), config_name="backtest")
+        result = run_backtest(cfg).result
+        windows.append((result.settings["start"], result.settings["bars"], len(result.trades)))
+    assert len(set(windows)) == 1, windows
+    meta = production_model["result"]
+    assert windows[0][0] > meta.report["split"]["train_end"]
 
 
 def test_cli_backtest_model_uri_and_rule_based(production_model, capsys, tmp_path):
@@ -70,7 +113,9 @@ def test_cli_backtest_model_uri_and_rule_based(production_model, capsys, tmp_pat
     assert cli(["backtest", "model=models:/baseline_rf@champion", *_overrides(store), *quiet]) == 0
     out = capsys.readouterr().out
     assert "ml_strategy[models:/baseline_rf@champion]" in out and "trades, total return" in out
-    assert cli(["backtest", "strategy=scalping_ema_rsi", *_overrides(store), *quiet]) == 0
+    assert (
+        cli(["backtest", "strategy=scalping_ema_rsi", *SYNTHETIC, *_overrides(store), *quiet]) == 0
+    )
     assert "scalping_ema_rsi" in capsys.readouterr().out
     assert cli(["backtest", "model=models:/baseline_rf/7", *_overrides(store), *quiet]) == 2
     assert "has no version 7" in capsys.readouterr().err
@@ -79,7 +124,9 @@ def test_cli_backtest_model_uri_and_rule_based(production_model, capsys, tmp_pat
 def test_strategies_are_interchangeable_by_config(production_model):
     for choice, kind in (("ml_strategy", "ml_based"), ("scalping_ema_rsi", "rule_based")):
         cfg = compose_config(
-            _overrides(production_model["store"], f"strategy={choice}", "log_to_mlflow=false"),
+            _overrides(
+                production_model["store"], *SYNTHETIC, f"strategy={choice}", "log_to_mlflow=false"
+            ),
             config_name="backtest",
         )
         out = run_backtest(cfg)

@@ -111,6 +111,7 @@ def test_an_error_during_a_backtest_ends_its_run_failed(store, monkeypatch):
             f"mlflow.tracking_uri={store['uri']}",
             f"mlflow.artifact_root={store['artifacts']}",
             "strategy=scalping_ema_rsi",
+            "data=synthetic",
             "data.n=600",
         ],
         config_name="backtest",

@@ -31,7 +31,10 @@ COLS = ["side", "entry_time", "exit_time", "exit_reason"]
 @pytest.fixture(scope="module")
 def candles_csv(tmp_path_factory):
     path = tmp_path_factory.mktemp("feed") / "BTCUSDT_1h.csv"
-    generate_ohlcv(700, seed=42, momentum=0.3).to_csv(path, index_label="timestamp")
+    # after the production model's training data (2024): live trading is out of sample
+    generate_ohlcv(700, seed=42, momentum=0.3, start="2025-01-01").to_csv(
+        path, index_label="timestamp"
+    )
     return path
 
 
@@ -202,7 +205,7 @@ def test_sigterm_stops_cleanly_and_flushes_the_journal(store, candles_csv, tmp_p
     while _committed(journal) < 300 and time.time() < deadline:
         time.sleep(0.05)
     with follow.open("a") as fh:  # another process appends two closed candles
-        for ts in ("2024-01-13T12:00:00Z", "2024-01-13T13:00:00Z"):
+        for ts in ("2025-01-13T12:00:00Z", "2025-01-13T13:00:00Z"):
             fh.write(f"{ts},100,101,99,100.5,10\n")
     while _committed(journal) < 302 and time.time() < deadline:
         time.sleep(0.05)
@@ -219,7 +222,7 @@ def test_sigterm_stops_cleanly_and_flushes_the_journal(store, candles_csv, tmp_p
 def test_hot_reload_of_a_newly_promoted_version(production_model, tmp_path):
     store = production_model["store"]
     follow = tmp_path / "follow.csv"
-    generate_ohlcv(200, seed=3).to_csv(follow, index_label="timestamp")
+    generate_ohlcv(200, seed=3, start="2025-01-01").to_csv(follow, index_label="timestamp")
     cfg = live_cfg(
         store,
         tmp_path / "j.db",
@@ -409,3 +412,19 @@ def test_follow_feed_reads_appended_lines_like_the_loader(tmp_path):
         fh.write("\n2024-01-01T01:00:00Z;1;2;0.5;1.7;10;\n2024-01-01T02:00:00Z;1;2;0.5;oops;10;\n")
     with pytest.raises(DataError, match=r"follow.csv: column 'close' .*'oops' at line 5"):
         asyncio.run(collect())
+
+
+def test_live_refuses_to_trade_bars_the_model_learned_from(production_model, tmp_path):
+    """trademl live had no overlap check: replaying the training period is refused by date,
+    unless live.allow_in_sample=true; a feed after the training period trades."""
+    store = production_model["store"]
+    old = tmp_path / "2024.csv"  # the production model was trained on 2024-01-01 onwards
+    generate_ohlcv(300, seed=5, start="2024-02-01").to_csv(old, index_label="timestamp")
+    with pytest.raises(
+        ConfigError, match=r"IN-SAMPLE: the window starts at 2024-02-01.*live.allow"
+    ):
+        build_runtime(live_cfg(store, tmp_path / "j1.db", old))
+    runtime, _ = build_runtime(
+        live_cfg(store, tmp_path / "j2.db", old, "live.allow_in_sample=true", "log_to_mlflow=false")
+    )
+    runtime.journal.close()

@@ -183,7 +183,7 @@ def test_bad_values_are_config_errors(store, compose, override, match):
     ("override", "match"),
     [
         ("model=xgboost", "Could not find 'model/xgboost'.*random_forest"),
-        ("model.max_dept=3", "Could not override 'model.max_dept'"),
+        ("model.max_dept=3", "model.max_dept is not a config key; did you mean 'model.max_depth'"),
         ("labels=oracle", "labels/oracle"),
     ],
 )

@@ -49,11 +49,12 @@ def compose_config(overrides: Sequence[str] = (), config_name: str = "train") ->
         if isinstance(exc, TradeMLError):
             raise
         text = " ".join(str(exc).split()).split(" Config search path:")[0]
-        raise ConfigError(text + _suggestion(text, overrides, config_name)) from exc
+        raise ConfigError(_unknown_override(text, overrides, config_name) or text) from exc
 
 
-def _suggestion(text: str, overrides: Sequence[str], config_name: str) -> str:
-    """For "Could not override 'a.b'": where a moved key went, or the closest existing key."""
+def _unknown_override(text: str, overrides: Sequence[str], config_name: str) -> str:
+    """For Hydra's "Could not override 'a.b'. To append ... use +a.b=...": where a moved key
+    went, or the closest existing key (appending it would be wrong); else "" (Hydra's text)."""
     import re
 
     from omegaconf import OmegaConf
@@ -65,7 +66,7 @@ def _suggestion(text: str, overrides: Sequence[str], config_name: str) -> str:
         return ""
     key = m[1]
     if key in MOVED_KEYS:
-        return f" ({key} {MOVED_KEYS[key]})"
+        return f"{key} {MOVED_KEYS[key]}"
     rest = [o for o in overrides if o.split("=", 1)[0].lstrip("+~") != key]
     try:
         cfg = compose_config(rest, config_name)
@@ -77,4 +78,8 @@ def _suggestion(text: str, overrides: Sequence[str], config_name: str) -> str:
         return ""
     keys = [str(k) for k in node if k not in ("hydra", leaf)]
     match = difflib.get_close_matches(leaf, keys, n=1)
-    return f"; did you mean {(f'{parent}.' if parent else '') + match[0]!r}?" if match else ""
+    if not match:
+        return ""
+    return (
+        f"{key} is not a config key; did you mean {(f'{parent}.' if parent else '') + match[0]!r}?"
+    )

@@ -265,6 +265,7 @@ class BacktestResult:
     benchmark_equity: pd.Series  # buy and hold: cash x close / first close
     settings: dict[str, Any] = field(default_factory=dict)
     signals: pd.DataFrame | None = None
+    note: str = ""  # e.g. "IN-SAMPLE: ...", shown first in every summary line
 
     def summary(self) -> str:
         m, b = self.metrics, self.benchmark
@@ -272,7 +273,7 @@ class BacktestResult:
         def known(value: float, spec: str) -> str:
             return "n/a" if np.isnan(value) else format(value, spec)
 
-        return (
+        return (f"[{self.note}] " if self.note else "") + (
             f"{int(m['trades'])} trades, total return {m['total_return']:+.2%} "
             f"(buy & hold {b['total_return']:+.2%}), Sharpe {m['sharpe']:.2f}, "
             f"max drawdown {m['max_drawdown']:.2%}, win rate {known(m['win_rate'], '.1%')}, "

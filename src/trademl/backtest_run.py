@@ -10,8 +10,10 @@ version gets a ``last_backtest_run`` tag back).
 from __future__ import annotations
 
 import contextlib
+import importlib
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import hydra
@@ -21,8 +23,9 @@ from omegaconf import DictConfig, OmegaConf
 from trademl._hydra import CONFIG_DIR, instantiate_node
 from trademl.backtest import Backtest, BacktestResult
 from trademl.cleaning import clean_ohlcv_data
-from trademl.errors import exit_on_user_error
+from trademl.errors import ConfigError, DataError, exit_on_user_error
 from trademl.performance import plot_equity
+from trademl.periods import check_window, last_trained_bar, out_of_sample_start
 from trademl.schemas import validate_config
 from trademl.strategies import MLStrategy
 from trademl.tracking import RunRecorder, config_params, flatten, setup_tracking, signals_raise
@@ -40,17 +43,62 @@ class BacktestRun:
     in_sample_overlap: bool
 
 
-def _start(cfg_start: Any, strategy: Any, candles: pd.DataFrame) -> tuple[Any, bool]:
-    """Resolve ``backtest.start``; also tell whether the window overlaps the model's training."""
-    meta = strategy.load().trademl if isinstance(strategy, MLStrategy) else {}
-    same_data = bool(meta) and meta.get("data_source") == candles.attrs.get("source")
-    start = cfg_start
-    if cfg_start == "auto":
-        start = meta.get("test_start") if same_data else None
-    if not same_data or "train_end" not in meta:
-        return start, False
-    first = candles.index[0] if start is None else pd.Timestamp(start)
-    return start, bool(first <= pd.Timestamp(meta["train_end"]))
+_MODEL_DATA_TARGETS = ("trademl.data.load_ohlcv_data", "trademl.synthetic.generate_ohlcv")
+
+
+def _model_data(model: Any) -> Any:
+    """``data=model``: a loader of the candles the model was trained on (its stored config).
+
+    Only trademl's own loaders may be named there (the metadata is read from the model's
+    files, so it is not allowed to call anything else).
+    """
+    from trademl._config import check_mapping
+
+    if model is None:
+        raise ConfigError(
+            "data=model (the default) trades the data of an ML strategy's model; for this "
+            "strategy give data=csv data.path=... or data=synthetic"
+        )
+    meta = model.trademl
+    stored = meta.get("data_config")
+    if not isinstance(stored, dict):
+        raise ConfigError(
+            f"{model.uri}: the model was trained on {meta.get('data_source', 'unknown data')!r} "
+            "but does not store its data config (an older trademl); give data=csv "
+            "data.path=... (or data=synthetic ...) to say what to trade"
+        )
+    values = dict(stored)
+    target = values.pop("_target_", None)
+    if target not in _MODEL_DATA_TARGETS:
+        raise ConfigError(f"{model.uri}: its stored data config names {target!r}; refusing it")
+    module, _, name = target.rpartition(".")
+    loader = getattr(importlib.import_module(module), name)
+    check_mapping("data (stored with the model)", values, loader)
+    if target == "trademl.data.load_ohlcv_data" and not Path(values["path"]).exists():
+        raise DataError(
+            f"{model.uri} was trained on {values['path']}, which no longer exists; give "
+            "data=csv data.path=... to say what to trade"
+        )
+    return lambda: loader(**values)
+
+
+def _window(bt_cfg: dict[str, Any], model: Any, candles: pd.DataFrame) -> tuple[Any, Any]:
+    """``backtest.start`` resolved by date against the model's training period, and the
+    in-sample check (``None`` without a model that records its period)."""
+    meta = model.trademl if model is not None else {}
+    start = bt_cfg.get("start")
+    if last_trained_bar(meta) is None:
+        return (None if start == "auto" else start), None
+    if start == "auto":
+        start = out_of_sample_start(candles, meta)
+    check = check_window(
+        candles,
+        meta,
+        start,
+        allow=bool(bt_cfg.get("allow_in_sample")),
+        key="backtest.allow_in_sample",
+    )
+    return start, check
 
 
 def run_backtest(cfg: DictConfig) -> BacktestRun:
@@ -65,20 +113,27 @@ def run_backtest(cfg: DictConfig) -> BacktestRun:
     bt_cfg = OmegaConf.to_container(cfg.backtest, resolve=True)
     # the model first: a lookup never creates a store, the backtest's run would
     model = strategy.load() if isinstance(strategy, MLStrategy) else None
+    load = (
+        _model_data(model)  # checked now, loaded in the run
+        if cfg.data.get("from_model")
+        else lambda: instantiate_node(cfg.data, "data")
+    )
     settings, experiment_id = setup_tracking(checked["mlflow"]) if log_run else (None, None)
     with signals_raise(), _open_run(settings, experiment_id, strategy, model) as rec:
-        raw = instantiate_node(cfg.data, "data")
+        raw = load()
         candles, _ = clean_ohlcv_data(raw, cleaning)
         candles.attrs["source"] = raw.attrs.get("source", "data")
         if bt_cfg.get("end"):
             candles = candles.loc[: pd.Timestamp(bt_cfg["end"])]
-        start, overlap = _start(bt_cfg.get("start"), strategy, candles)
+        start, check = _window(bt_cfg, model, candles)
+        overlap = bool(check is not None and check.overlap)
         if overlap:
-            log.warning("the backtest window overlaps the model's training period: in-sample")
+            log.warning("%s", check.note())
         backtest = Backtest.from_settings(candles, strategy, bt_cfg, risk=risk, start=start)
         result = backtest.run()
+        result.note = check.note() if check is not None else ""
         if rec is not None:
-            log_backtest(rec, result, strategy, candles, cfg, in_sample=overlap)
+            log_backtest(rec, result, strategy, candles, cfg, in_sample=overlap, check=check)
     return BacktestRun(
         result=result,
         run_id=rec.run_id if rec is not None else None,
@@ -112,14 +167,19 @@ def log_backtest(
     cfg: DictConfig | None,
     *,
     in_sample: bool = False,
+    check: Any = None,
 ) -> None:
-    """What a backtest run holds: params, metrics, figures, trades, links to the model."""
-    rec.set_tags(
-        {
-            "strategy_type": getattr(strategy, "strategy_type", "unknown"),
-            "in_sample_overlap": str(in_sample).lower(),
-        }
-    )
+    """What a backtest run holds: params, metrics, figures, trades, links to the model, and
+    how its window relates to the model's training period."""
+    tags = {
+        "strategy_type": getattr(strategy, "strategy_type", "unknown"),
+        "in_sample_overlap": str(in_sample).lower(),
+    }
+    if check is not None:
+        tags["model_last_trained_bar"] = str(check.last_trained)
+        if check.same_data is not None:
+            tags["same_data_as_training"] = str(check.same_data).lower()
+    rec.set_tags(tags)
     params = config_params(cfg) if cfg is not None else {}
     params.update(flatten({"backtest": result.settings}))
     rec.log_params(params)
@@ -148,8 +208,6 @@ def main(cfg: DictConfig) -> None:
         f"{getattr(out.strategy, 'name', 'strategy')}: {r.settings['start']} .. "
         f"{r.settings['end']} ({r.settings['bars']} bars)"
     )
-    if out.in_sample_overlap:
-        print("WARNING: the window overlaps the model's training period (in-sample)")
     print(r.summary())
     if out.run_id:
         print(f"MLflow run {out.run_id} (experiment '{cfg.mlflow.experiment_name}')")

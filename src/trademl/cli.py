@@ -21,9 +21,11 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NoReturn
 
 import pandas as pd
 
@@ -213,8 +215,24 @@ def _cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
+_HYDRA_COMMANDS = {
+    "train": "train, log and register a model",
+    "backtest": "backtest a strategy, logged as an MLflow run",
+    "walkforward": "walk-forward evaluation: retrain per fold, trade out of sample",
+    "live": "live paper trading on candle feeds",
+}
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with trademl's one-line errors (``trademl: error: ...``, exit status 2)."""
+
+    def error(self, message: str) -> NoReturn:
+        report(ConfigError(f"{message} (see {self.prog} --help)"))
+        sys.exit(EXIT_USER_ERROR)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="trademl", description=__doc__.split("\n\n")[0])
+    parser = _Parser(prog="trademl", description=__doc__.split("\n\n")[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -244,14 +262,12 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--out", help="write the cleaned candles (.csv or .parquet)")
     check.set_defaults(func=_cmd_check)
 
-    sub.add_parser(
-        "train", help="train, log and register a model (Hydra overrides follow)", add_help=False
-    )
+    for name, text in _HYDRA_COMMANDS.items():  # run by Hydra: listed here for --help
+        sub.add_parser(name, help=f"{text} (Hydra overrides follow; --help for them)")
 
     models = sub.add_parser("models", help="the MLflow model registry")
-    models.add_argument(
-        "--tracking-uri", help="default: MLFLOW_TRACKING_URI, else sqlite:///mlflow.db"
-    )
+    store_help = "the store (default: MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)"
+    models.add_argument("--tracking-uri", help=store_help)
     msub = models.add_subparsers(dest="models_command", required=True)
     mlist = msub.add_parser("list", help="versions with stage, aliases and key test metrics")
     mlist.add_argument("name", nargs="?")
@@ -268,6 +284,8 @@ def build_parser() -> argparse.ArgumentParser:
     mdel.add_argument("--yes", action="store_true", help="confirm the deletion")
     for p in (models, mlist, minfo, mprom, mdel):
         p.set_defaults(func=_cmd_models)
+    for p in (mlist, minfo, mprom, mdel):  # also after the subcommand: models list --tracking-uri
+        p.add_argument("--tracking-uri", default=argparse.SUPPRESS, help=store_help)
 
     feats = sub.add_parser("features", help="build the feature matrix, or list the catalogue")
     feats.add_argument("path", nargs="?")
@@ -281,7 +299,16 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``trademl`` console script; returns the exit status."""
     args_list = list(sys.argv[1:] if argv is None else argv)
-    if args_list[:1] in (["train"], ["backtest"], ["walkforward"], ["live"]):
+    try:
+        return _main(args_list)
+    except BrokenPipeError:  # `trademl ... | head`: the reader is gone, nothing to report
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 1
+
+
+def _main(args_list: list[str]) -> int:
+    if args_list[:1] and args_list[0] in _HYDRA_COMMANDS:
         logging.basicConfig(level=logging.WARNING)
         try:
             return _run_hydra(args_list[0], args_list[1:])

@@ -74,6 +74,7 @@ class BacktestSettings:
     start: str | None = "auto"
     end: str | None = None
     periods_per_year: float | None = None
+    allow_in_sample: bool = False
 
     def __post_init__(self) -> None:
         _positive("backtest.cash", self.cash)
@@ -109,6 +110,7 @@ class LiveSettings:
     reload_interval: float = 60.0
     metrics_every: int = 50
     close_at_end: bool = True
+    allow_in_sample: bool = False
 
     def __post_init__(self) -> None:
         if self.window is not None and self.window < 2:
@@ -310,6 +312,8 @@ def _target_node(group: str, node: DictConfig) -> Any:
 
     values = _container(node)
     target_path = values.pop("_target_", None)
+    if group == "data" and target_path is None and values == {"from_model": True}:
+        return None  # data=model: the model's own data, resolved once the model is loaded
     if target_path is None:
         raise ConfigError(f"{group} has no _target_; choose an option of the {group} group")
     target = _import(group, target_path)

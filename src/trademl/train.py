@@ -34,6 +34,7 @@ from trademl.errors import exit_on_user_error
 from trademl.evaluation import evaluate
 from trademl.labels import LABEL_TO_INT
 from trademl.models import ModelSpec, check_trusted_types
+from trademl.periods import training_periods
 from trademl.prepare import PreparedData, prepare_data_for_ml
 from trademl.registry import promote_model
 from trademl.schemas import validate_config
@@ -96,8 +97,11 @@ def _parent_run_id() -> str | None:
     return marker.read_text().strip() if marker.exists() else None
 
 
-def _model_metadata(data: PreparedData, spec: ModelSpec, freq: str | None) -> dict[str, Any]:
-    """What a strategy needs to rebuild the features from the registry URI alone."""
+def _model_metadata(
+    data: PreparedData, spec: ModelSpec, freq: str | None, data_config: dict[str, Any]
+) -> dict[str, Any]:
+    """What a strategy needs to rebuild the features from the registry URI alone, and what a
+    backtest needs to know which bars the model learned from (:mod:`trademl.periods`)."""
     return {
         "trademl": {
             "version": __version__,
@@ -110,12 +114,20 @@ def _model_metadata(data: PreparedData, spec: ModelSpec, freq: str | None) -> di
             "label_mapping": dict(LABEL_TO_INT),
             "bar_interval": freq,
             "data_source": data.report["source"],
-            "train_start": str(data.X_train.index[0]),
-            "train_end": str(data.X_train.index[-1]),
-            "test_start": str(data.X_test.index[0]),
-            "test_end": str(data.X_test.index[-1]),
+            "data_config": data_config,
+            **training_periods(
+                data.candles, data.X_train.index, data.X_test.index, data.labels.horizon
+            ),
         }
     }
+
+
+def _data_config(node: DictConfig) -> dict[str, Any]:
+    """The data config as trained on, a file path made absolute (so `data: model` finds it)."""
+    values = OmegaConf.to_container(node, resolve=True)
+    if "path" in values and values["path"] is not None:
+        values["path"] = str(Path(values["path"]).resolve())
+    return values
 
 
 def train(cfg: DictConfig) -> TrainResult:
@@ -269,7 +281,9 @@ def _log_run(rec, cfg, settings, data, spec, model, evaluation, *, top) -> Train
         model,
         signature=infer_signature(sample, model.predict(sample)),
         input_example=sample,
-        metadata=_model_metadata(data, spec, data.report["cleaning"].get("freq")),
+        metadata=_model_metadata(
+            data, spec, data.report["cleaning"].get("freq"), _data_config(cfg.data)
+        ),
         trusted_types=spec.trusted_types,
         pip_requirements=[
             f"scikit-learn=={sklearn.__version__}",

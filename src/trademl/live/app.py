@@ -23,6 +23,7 @@ from trademl.errors import ConfigError, exit_on_user_error
 from trademl.live.feeds import Feed, FollowFeed, ReplayFeed
 from trademl.live.journal import Journal
 from trademl.live.runtime import Execution, LiveRuntime, LiveSummary, SymbolTrader
+from trademl.periods import check_window
 from trademl.strategies import MLStrategy, ScalpingEMARSI
 from trademl.tracking import (
     MlflowSettings,
@@ -193,6 +194,7 @@ def _assemble(cfg, live, symbols, feeds, journal, execution, risk, mlflow_settin
         clf = model.model[-1]
         if "n_jobs" in clf.get_params():
             clf.set_params(n_jobs=1)  # one row per decision: threads only add latency
+        _check_out_of_sample(model, feeds, journal, bool(live.get("allow_in_sample")))
     log_run = bool(cfg.get("log_to_mlflow", True))
     settings, experiment_id = setup_tracking(mlflow_settings) if log_run else (None, None)
     traders = [
@@ -231,6 +233,21 @@ def _assemble(cfg, live, symbols, feeds, journal, execution, risk, mlflow_settin
         close_at_end=bool(live.get("close_at_end", True)),
     )
     return runtime, tracker
+
+
+def _check_out_of_sample(model, feeds, journal: Journal, allow: bool) -> None:
+    """Each feed's first candle to trade (after a resumed book's last one) must come after the
+    last bar the model learned from, by date; else refused unless live.allow_in_sample."""
+    for feed in feeds:
+        book = journal.load_book(feed.symbol)
+        history = feed.history(None)
+        if not len(history):
+            continue
+        after = history.loc[history.index > book[1]] if book is not None else history
+        if len(after):
+            check_window(
+                history, model.trademl, after.index[0], allow=allow, key="live.allow_in_sample"
+            )
 
 
 def run_live(cfg: DictConfig) -> LiveSummary:

@@ -234,7 +234,8 @@ class MlflowSettings:
             raise TrackingError(
                 f"no MLflow store at {db} (tracking URI {self.tracking_uri}, from "
                 f"{self.uri_origin}). Train a model first (`trademl train`), or point to your "
-                "store with MLFLOW_TRACKING_URI, mlflow.set_tracking_uri(...) or tracking_uri="
+                "store with MLFLOW_TRACKING_URI, mlflow.tracking_uri=... (trademl train, "
+                "backtest, live), --tracking-uri (trademl models) or tracking_uri= (Python)"
             )
         self.check_reachable()
 
