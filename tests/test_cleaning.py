@@ -129,9 +129,19 @@ def _spiky(candles, at=500, factor=3.0):
     return raw
 
 
-def test_outlier_spike_clipped_without_shifting_later_prices(candles):
+def test_outliers_are_kept_by_default_and_prices_never_changed(candles):
+    # A real market event (an election-weekend gap, a central-bank move) must stay what it was:
+    # by default an outlier is counted and reported, never rewritten.
     raw = _spiky(candles)
     out, report = clean_ohlcv_data(raw)
+    assert report.outliers_kept >= 1 and report.outliers_clipped == 0
+    pd.testing.assert_frame_equal(out, raw, check_freq=False)
+    assert "outliers kept" in report.summary()
+
+
+def test_outlier_spike_clipped_without_shifting_later_prices(candles):
+    raw = _spiky(candles)
+    out, report = clean_ohlcv_data(raw, {"outliers": "clip"})
     # The spike is clipped to the band; the reverting bar may sit just past the band's other
     # side and get clipped too, but the price path is back on the raw one right after.
     assert report.outliers_clipped in (1, 2)
@@ -328,3 +338,55 @@ def test_steps_beyond_292_years_do_not_overflow():
     validate_ohlcv(frame([OK, OK], index=idx))  # np.diff of these times overflows int64
     with pytest.raises(DataError, match=r"more than 292 years apart"):
         clean_ohlcv_data(frame([OK, OK], index=idx))
+
+
+def _hourly(start, end, keep):
+    idx = pd.date_range(start, end, freq="h", tz="UTC", inclusive="left")
+    idx = idx[keep(idx)].as_unit("ns").rename("timestamp")
+    rows = [OK] * len(idx)
+    return frame(rows, index=idx)
+
+
+def _fx_open(idx):
+    day, hour = idx.day_of_week, idx.hour
+    return ~((day == 5) | ((day == 4) & (hour >= 22)) | ((day == 6) & (hour < 22)))
+
+
+def test_fx_weekends_are_not_gaps_but_a_missing_weekday_hour_is():
+    # FX trades from Sunday 22:00 to Friday 22:00 UTC: four weekends closed, no gap.
+    raw = _hourly("2024-01-01", "2024-01-29", _fx_open)
+    out, report = clean_ohlcv_data(raw, {"gaps": "fill"})
+    assert report.calendar == "24/5"
+    assert (report.gaps, report.missing_bars, report.gap_rows_inserted) == (0, 0, 0)
+    pd.testing.assert_frame_equal(out, raw, check_freq=False)
+    # A missing Wednesday hour is a gap, and filling inserts exactly that hour.
+    holed = raw.drop(pd.Timestamp("2024-01-10 12:00", tz="UTC"))
+    out, report = clean_ohlcv_data(holed, {"gaps": "fill"})
+    assert (report.gaps, report.missing_bars, report.gap_rows_inserted) == (1, 1, 1)
+    assert out.index.equals(raw.index)
+    # A data hole over a weekend counts only the open hours: Friday 10:00 to Monday 10:00 UTC.
+    hole = (raw.index > "2024-01-12 10:00") & (raw.index < "2024-01-15 10:00")
+    _, report = clean_ohlcv_data(raw[~hole], {"gaps": "report"})
+    # (less Friday 21:00 and Sunday 22:00 UTC: open in winter, closed in summer, so never gaps)
+    assert report.missing_bars == int(hole.sum()) - 2 and report.gaps == 1
+
+
+def test_weekday_daily_data_reports_holidays_not_weekends():
+    days = pd.bdate_range("2024-01-01", "2024-03-29", tz="UTC").as_unit("ns")
+    holiday = pd.Timestamp("2024-01-15", tz="UTC")  # a Monday the exchange was closed
+    raw = frame([OK] * (len(days) - 1), index=days.drop(holiday))
+    out, report = clean_ohlcv_data(raw, {"gaps": "fill"})
+    assert report.calendar == "weekdays"
+    assert (report.gaps, report.missing_bars) == (1, 1)
+    assert out.index.equals(days)
+    # Told it is a 24/7 market, the same data has a gap at every weekend.
+    _, report = clean_ohlcv_data(raw, {"calendar": "24/7"})
+    assert report.gaps == 12  # twelve weekends (the holiday Monday extends one of them)
+
+
+def test_calendar_inference_and_bad_calendar(candles):
+    assert clean_ohlcv_data(candles)[1].calendar == "24/7"  # synthetic crypto has Saturdays
+    short = _hourly("2024-01-01", "2024-01-08", _fx_open)  # under two weeks: no inference
+    assert clean_ohlcv_data(short)[1].calendar == "24/7"
+    with pytest.raises(ConfigError, match="cleaning.calendar"):
+        CleaningConfig(calendar="nyse")

@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from trademl._config import check_choice, check_positive_int, coerce_config
+from trademl.calendars import CALENDARS, infer_calendar, missing_open_bars, open_times_between
 from trademl.data import (
     MAX_VALUE,
     MIN_PRICE,
@@ -81,6 +82,14 @@ class CleaningConfig:
         candles at the previous close, or reject.
     freq : str or None
         Bar interval (``"1h"``, ``"5min"``); ``None`` infers the median step.
+    calendar : {"auto", "24/7", "24/5", "weekdays"}
+        When the market has bars (:mod:`trademl.calendars`): a missing bar is a gap only when
+        the market was open. ``auto`` infers it (no Saturday bars: ``24/5`` with Sunday bars,
+        else ``weekdays``).
+
+    The default outlier policy is ``keep``: outliers are counted and reported, prices are not
+    changed (a real market event, such as an election-weekend gap, must stay what it was);
+    ``clip`` and ``drop`` are opt-ins.
     """
 
     unsorted: str = "sort"
@@ -90,11 +99,12 @@ class CleaningConfig:
     missing: str = "fill"
     invalid_ohlc: str = "repair"
     negative_volume: str = "zero"
-    outliers: str = "clip"
+    outliers: str = "keep"
     outlier_window: int = 100
     outlier_threshold: float = 12.0
     gaps: str = "report"
     freq: str | None = None
+    calendar: str = "auto"
 
     def __post_init__(self) -> None:
         check_choice("cleaning.unsorted", self.unsorted, ("sort", "error"))
@@ -106,6 +116,7 @@ class CleaningConfig:
         check_choice("cleaning.negative_volume", self.negative_volume, ("zero", "drop", "error"))
         check_choice("cleaning.outliers", self.outliers, ("clip", "drop", "keep", "error"))
         check_choice("cleaning.gaps", self.gaps, ("report", "fill", "error"))
+        check_choice("cleaning.calendar", self.calendar, CALENDARS)
         check_positive_int("cleaning.outlier_window", self.outlier_window, minimum=5)
         if not isinstance(self.outlier_threshold, int | float) or self.outlier_threshold <= 0:
             raise ConfigError(
@@ -140,6 +151,7 @@ class CleaningReport:
     gap_rows_inserted: int = 0
     largest_gap: str | None = None
     freq: str | None = None
+    calendar: str | None = None
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -179,12 +191,14 @@ class CleaningReport:
             f"(dropped {self.rows_dropped}, modified {self.rows_modified}, "
             f"inserted {self.gap_rows_inserted})"
         ]
-        skip = {"rows_in", "rows_out", "freq", "largest_gap", "notes"}
+        if self.freq is not None:
+            lines.append(f"  bar interval {self.freq}, market calendar {self.calendar}")
+        skip = {"rows_in", "rows_out", "freq", "largest_gap", "notes", "calendar"}
         for name, value in dataclasses.asdict(self).items():
             if name not in skip and value:
                 lines.append(f"  {name.replace('_', ' ')}: {value}")
         if self.gaps:
-            lines.append(f"  largest gap: {self.largest_gap} (bar interval {self.freq})")
+            lines.append(f"  largest gap: {self.largest_gap}")
         lines.extend(f"  note: {n}" for n in self.notes)
         return "\n".join(lines)
 
@@ -521,10 +535,13 @@ def _gaps(out, cfg, report, source):
     steps = steps.astype(np.int64)
     step = _parse_freq(cfg.freq).value if cfg.freq is not None else int(np.median(steps))
     report.freq = str(pd.Timedelta(step, unit="ns"))
-    gap_at = np.flatnonzero(steps > step)
+    calendar = cfg.calendar
+    if calendar == "auto":
+        calendar = infer_calendar(out.index, pd.Timedelta(step, unit="ns"))
+    report.calendar = calendar
+    gap_at, missing = missing_open_bars(out.index, step, calendar)
     if gap_at.size == 0:
         return out
-    missing = np.ceil(steps[gap_at] / step).astype(np.int64) - 1
     report.gaps = int(gap_at.size)
     report.missing_bars = int(missing.sum())
     report.largest_gap = str(pd.Timedelta(int(steps[gap_at].max()), unit="ns"))
@@ -547,7 +564,12 @@ def _gaps(out, cfg, report, source):
             f"{limit}; bar interval {report.freq}, largest gap {report.largest_gap}); set "
             "cleaning.freq to the real bar interval, or cleaning.gaps=report"
         )
-    full = pd.date_range(out.index[0], out.index[-1], freq=pd.Timedelta(step, unit="ns"))
+    if calendar == "24/7":
+        full = pd.date_range(out.index[0], out.index[-1], freq=pd.Timedelta(step, unit="ns"))
+    else:  # only the bars of open hours are missing
+        ts = out.index.asi8
+        pieces = [open_times_between(ts[i], ts[i + 1], step, calendar) for i in gap_at]
+        full = pieces[0].append(pieces[1:])
     full = full.union(out.index)
     filled = out.reindex(full)
     inserted = filled["close"].isna().to_numpy()
