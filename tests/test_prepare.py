@@ -21,11 +21,14 @@ def test_chain_from_csv(tmp_path, candles):
     assert data.report["features"]["warmup_rows"] == 50
     assert data.report["labels"]["rows_dropped"]["no_future"] == 3
     assert data.report["split"]["purged_rows"] == 3
-    total = len(data.X_train) + len(data.X_test) + 3
+    total = len(data.X_train) + len(data.X_val) + len(data.X_test) + 3 + 3
     assert total == len(candles) - 50 - 3
-    # purge: the last training label (t .. t+3) ends before the first test bar
+    assert data.validation == "holdout" and data.report["split"]["validation"] == "holdout"
+    # purge: the last training label (t .. t+3) ends before the first validation bar, and the
+    # last validation label before the first test bar
     pos = data.candles.index.get_indexer
-    assert pos([data.X_train.index[-1]])[0] + 3 < pos([data.X_test.index[0]])[0]
+    assert pos([data.X_train.index[-1]])[0] + 3 < pos([data.X_val.index[0]])[0]
+    assert pos([data.X_val.index[-1]])[0] + 3 < pos([data.X_test.index[0]])[0]
     assert data.X_train.index.equals(data.y_train.index)
     assert data.fwd_test.index.equals(data.X_test.index)
     assert set(data.report["labels"]["class_counts"]) == {"SHORT", "FLAT", "LONG"}
@@ -38,6 +41,21 @@ def test_chain_from_frame_with_triple_barrier():
     )
     assert data.report["split"]["purged_rows"] == 24
     assert len(data.X_test) == len(df) - 50 - 24 - int((len(df) - 74) * 0.7)
+
+
+@pytest.mark.parametrize(("method", "splits"), [("purged_kfold", 5), ("cpcv", 10)])
+def test_cross_validation_splits_the_rows_before_the_test_period(candles, method, splits):
+    data = prepare_data_for_ml(
+        candles, labels={"horizon": 2}, split={"validation": method, "embargo": 3}
+    )
+    assert len(data.X_val) == 0 and len(data.cv_splits) == splits
+    n = len(data.X_train)
+    for split in data.cv_splits:  # positions within the training rows, purged and embargoed
+        assert split.train.max() < n and split.test.max() < n
+        assert np.intersect1d(split.train, split.test).size == 0
+    no_val = prepare_data_for_ml(candles, labels={"horizon": 2}, split={"validation": "none"})
+    assert data.X_test.index.equals(no_val.X_test.index)
+    assert data.X_train.index.equals(no_val.X_train.index)
 
 
 def test_purge_below_horizon_refused(candles):

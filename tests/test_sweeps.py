@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -10,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from trademl.cli import main as cli
+from trademl.sweep import SEALED_TEST_METRICS
 
 from .conftest import client_for, fast_overrides
 
@@ -61,12 +63,26 @@ def test_multirun_gives_child_runs_under_one_parent_holding_the_best(store, tmp_
     assert len(parents) == 1 and len(children) == 2
     parent = parents[0]
     assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parent.info.run_id}
-    best = max(children, key=lambda r: r.data.metrics["test_balanced_accuracy"])
+    # selected on validation; a trial's test metrics are sealed (not run metrics) ...
+    assert not any(k.startswith("test_") for c in children for k in c.data.metrics)
+    best = max(children, key=lambda r: r.data.metrics["val_balanced_accuracy"])
     assert parent.data.tags["best_run_id"] == best.info.run_id
     assert (
-        parent.data.metrics["best_test_balanced_accuracy"]
-        == best.data.metrics["test_balanced_accuracy"]
+        parent.data.metrics["best_val_balanced_accuracy"]
+        == best.data.metrics["val_balanced_accuracy"]
     )
+    assert parent.data.metrics["sweep_trials"] == 2
+    # ... and the parent reports the selected trial's test score, and only that one
+    client = client_for(store)
+    sealed = json.loads(
+        Path(
+            client.download_artifacts(best.info.run_id, SEALED_TEST_METRICS, str(tmp_path))
+        ).read_text()
+    )
+    assert parent.data.metrics["selected_test_balanced_accuracy"] == pytest.approx(
+        sealed["test_balanced_accuracy"]
+    )
+    assert "its test balanced accuracy" in proc.stdout
     assert parent.info.status == "FINISHED"
     assert {c.data.tags["model_type"] for c in children} == {"random_forest", "logistic_regression"}
 
@@ -89,7 +105,7 @@ def test_optuna_search_optimises_the_configured_metric(store, tmp_path):
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId")]
     assert len(children) == 3
     assert len({c.data.params["model.max_depth"] for c in children}) >= 2  # really searched
-    best = max(c.data.metrics["test_balanced_accuracy"] for c in children)
+    best = max(c.data.metrics["val_balanced_accuracy"] for c in children)
     assert f"Best value: {best}" in proc.stdout + proc.stderr
     # the search preset does not register trial models
     assert client_for(store).search_model_versions("name='baseline_rf'") == []

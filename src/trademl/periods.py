@@ -37,22 +37,33 @@ def candles_digest(candles: pd.DataFrame) -> str:
 
 
 def training_periods(
-    candles: pd.DataFrame, train_index: pd.Index, test_index: pd.Index, horizon: int
+    candles: pd.DataFrame,
+    train_index: pd.Index,
+    test_index: pd.Index,
+    horizon: int,
+    validation_index: pd.Index | None = None,
 ) -> dict[str, Any]:
-    """What a model version stores about its data: digest, span, periods, last bar learned."""
-    pos = candles.index.get_indexer([train_index[-1]])[0]
-    labels_end = candles.index[min(pos + int(horizon), len(candles) - 1)]
-    return {
+    """What a model version stores about its data: digest, span, periods, and the last bar
+    its training or validation (anything it was fit or selected on) looked at, labels
+    included (``train_labels_end``)."""
+    seen = [train_index[-1]]
+    out = {
         "data_digest": candles_digest(candles),
         "data_first": str(candles.index[0]),
         "data_last": str(candles.index[-1]),
         "data_rows": len(candles),
         "train_start": str(train_index[0]),
         "train_end": str(train_index[-1]),
-        "train_labels_end": str(labels_end),
-        "test_start": str(test_index[0]),
-        "test_end": str(test_index[-1]),
     }
+    if validation_index is not None and len(validation_index):
+        seen.append(validation_index[-1])
+        out["validation_start"] = str(validation_index[0])
+        out["validation_end"] = str(validation_index[-1])
+    pos = candles.index.get_indexer([max(seen)])[0]
+    out["train_labels_end"] = str(candles.index[min(pos + int(horizon), len(candles) - 1)])
+    out["test_start"] = str(test_index[0])
+    out["test_end"] = str(test_index[-1])
+    return out
 
 
 def last_trained_bar(meta: dict[str, Any]) -> pd.Timestamp | None:

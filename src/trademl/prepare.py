@@ -15,7 +15,7 @@ from trademl.data import load_ohlcv_data
 from trademl.errors import DataError, InsufficientDataError
 from trademl.features import FeatureConfig, build_feature_matrix
 from trademl.labels import LabelConfig, align_data_for_training
-from trademl.splits import SplitConfig, split_train_test
+from trademl.splits import CVSplit, SplitConfig, purged_cv_splits, split_train_test
 
 __all__ = ["Dataset", "PreparedData", "build_dataset", "prepare_data_for_ml"]
 
@@ -24,12 +24,14 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class PreparedData:
-    """Train/test matrices and everything needed to reproduce or audit them.
+    """Train/validation/test matrices and everything needed to reproduce or audit them.
 
     ``candles`` is the cleaned OHLCV the features were built from (for
     backtests); ``fwd_*`` are the forward returns of each labelled row (for
     information-coefficient metrics); ``report`` gathers the cleaning, feature,
-    label and split reports.
+    label and split reports. ``validation`` is the split's method: with ``holdout`` the
+    ``*_val`` rows are the validation segment; with ``purged_kfold`` / ``cpcv`` they are
+    empty and ``cv_splits`` holds row positions within the training rows.
     """
 
     X_train: pd.DataFrame
@@ -43,6 +45,11 @@ class PreparedData:
     features: FeatureConfig
     labels: LabelConfig
     report: dict[str, Any] = field(default_factory=dict)
+    X_val: pd.DataFrame | None = None
+    y_val: pd.Series | None = None
+    fwd_val: pd.Series | None = None
+    validation: str = "none"
+    cv_splits: list[CVSplit] = field(default_factory=list)
 
 
 @dataclass
@@ -116,11 +123,12 @@ def prepare_data_for_ml(
     labels: LabelConfig | dict | None = None,
     split: SplitConfig | dict | None = None,
 ) -> PreparedData:
-    """Run the chain from a file path or a raw candle frame to train/test matrices.
+    """Run the chain from a file path or a raw candle frame to train/validation/test matrices.
 
     The features of a row use that bar and earlier ones; its label uses the next
     ``labels.horizon`` bars; the last ``purge >= horizon`` rows before the test
-    period are dropped from training, so no training label sees the test period.
+    period (and before a validation segment) are dropped from training, so no training
+    label sees a held-out period (:mod:`trademl.splits`).
     """
     split_cfg = coerce_config(split, SplitConfig, name="split")
     label_cfg = coerce_config(labels, LabelConfig, name="labels")
@@ -128,29 +136,49 @@ def prepare_data_for_ml(
     ds = build_dataset(source, cleaning=cleaning, features=features, labels=label_cfg)
     X, y, fwd, candles, name = ds.X, ds.y, ds.fwd, ds.candles, ds.report["source"]
     feat_cfg = ds.features
+    method = split_cfg.validation
+    holdout = method == "holdout"
     try:
         sp = split_train_test(
             X,
             train_ratio=split_cfg.train_ratio,
             purge=purge,
             min_train_rows=split_cfg.min_train_rows,
+            validation_ratio=split_cfg.validation_ratio if holdout else 0.0,
         )
+        cv = []
+        if method in ("purged_kfold", "cpcv"):
+            cv = purged_cv_splits(
+                sp.train.size,
+                n_folds=split_cfg.cv_folds,
+                n_test_folds=split_cfg.cv_test_folds if method == "cpcv" else 1,
+                purge=purge,
+                embargo=split_cfg.embargo,
+            )
     except InsufficientDataError as exc:
         needed = exc.needed + feat_cfg.warmup + label_cfg.horizon
+        what = f"{split_cfg.train_ratio:g} split with purge {purge}"
+        if holdout:
+            what += f", a {split_cfg.validation_ratio:g} validation segment"
+        elif method != "none":
+            what += f", {method} validation ({split_cfg.cv_folds} folds)"
         raise InsufficientDataError(
             f"{name}: {len(candles)} clean candles give {len(X)} labelled feature rows; a "
-            f"{split_cfg.train_ratio:g} split with purge {purge} and "
-            f"{split_cfg.min_train_rows} training rows needs about {needed} candles",
+            f"{what} and {split_cfg.min_train_rows} training rows needs about {needed} candles",
             needed=needed,
             got=len(candles),
         ) from exc
 
-    report = {**ds.report, "split": sp.report(X.index)}
+    report = {**ds.report, "split": {"validation": method, **sp.report(X.index)}}
+    if cv:
+        report["split"]["cv_splits"] = len(cv)
     log.info(
-        "prepared %s: %d train / %d test rows, %d features, %d purged",
+        "prepared %s: %d train / %d validation / %d test rows (%s), %d features, %d purged",
         name,
         sp.train.size,
+        sp.validation.size,
         sp.test.size,
+        method,
         X.shape[1],
         purge,
     )
@@ -166,4 +194,9 @@ def prepare_data_for_ml(
         features=feat_cfg,
         labels=label_cfg,
         report=report,
+        X_val=X.iloc[sp.validation],
+        y_val=y.iloc[sp.validation],
+        fwd_val=fwd.iloc[sp.validation],
+        validation=method,
+        cv_splits=cv,
     )

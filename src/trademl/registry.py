@@ -45,6 +45,7 @@ __all__ = [
 
 STAGES = ("None", "Staging", "Production", "Archived")
 KEY_METRICS = (
+    "val_balanced_accuracy",
     "test_balanced_accuracy",
     "test_accuracy",
     "test_f1_macro",

@@ -174,15 +174,22 @@ class _TrainKeys:
     seed: int = 42
     register: bool = True
     promote: Literal["Production", "Staging", "Archived", "None"] | None = None
-    optimized_metric: str = "test_balanced_accuracy"
+    optimized_metric: str = "val_balanced_accuracy"
     optimized_direction: Literal["maximize", "minimize"] = "maximize"
     progress: bool = True
 
     def __post_init__(self) -> None:
         _positive("seed", self.seed, allow_zero=True)
-        from trademl.evaluation import optimizable_metrics
+        from trademl.validation import selection_metrics
 
-        names = optimizable_metrics()
+        names = selection_metrics()
+        if str(self.optimized_metric).startswith("test_"):
+            raise ConfigError(
+                f"optimized_metric={self.optimized_metric!r}: selecting on the test period makes "
+                "its score look better than it is; select on validation with "
+                f"optimized_metric={self.optimized_metric.replace('test_', 'val_', 1)} (the test "
+                "period is scored once, for the selected model)"
+            )
         if self.optimized_metric not in names:
             raise ConfigError(
                 f"optimized_metric={self.optimized_metric!r} is not a metric of the training"

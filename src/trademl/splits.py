@@ -1,16 +1,25 @@
-"""Chronological splits with a purge gap: no training label looks into the test period.
+"""Chronological splits with a purge gap: no training label looks into a held-out period.
 
 A label at row ``t`` with horizon ``h`` is computed from rows ``t+1 .. t+h``.
 If the test period starts at row ``s``, every training row must satisfy
 ``t + h < s``: the last ``purge >= h`` rows before the test period are removed
 from training. Test periods never move; only the end of the training set is
 trimmed, so test metrics stay comparable across horizons.
+
+Model selection never looks at the test period: the rows before it are split again into
+training and *validation* (``holdout``: train | purge | validation | purge | test), or
+cross-validated with purged k-fold or combinatorial purged cross-validation (CPCV,
+López de Prado, *Advances in Financial Machine Learning*, ch. 7 and 12), where training rows
+within ``purge`` bars before a held-out block and ``purge + embargo`` bars after it are
+removed (the convention of skfolio's ``CombinatorialPurgedCV``, checked against it in the
+tests).
 """
 
 from __future__ import annotations
 
+import itertools
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -18,7 +27,19 @@ import pandas as pd
 from trademl._config import check_choice, check_positive_int
 from trademl.errors import ConfigError, DataError, InsufficientDataError
 
-__all__ = ["Fold", "SplitConfig", "TrainTestSplit", "split_train_test", "walk_forward_folds"]
+__all__ = [
+    "VALIDATION_METHODS",
+    "CVSplit",
+    "Fold",
+    "SplitConfig",
+    "TrainTestSplit",
+    "purged_cv_splits",
+    "split_train_test",
+    "walk_forward_folds",
+]
+
+VALIDATION_METHODS = ("holdout", "purged_kfold", "cpcv", "none")
+_EMPTY = np.empty(0, dtype=np.int64)
 
 
 @dataclass(frozen=True)
@@ -29,6 +50,23 @@ class SplitConfig:
     ----------
     train_ratio
         Share of rows before the test period (the spec's 0.8).
+    validation
+        How models, thresholds and sweeps are selected without the test period:
+        ``holdout`` (the last ``validation_ratio`` of all rows before the test period, purged
+        on both sides; the model is fit on the rows before it), ``purged_kfold`` (``cv_folds``
+        folds of the rows before the test period), ``cpcv`` (``cv_folds`` groups, every
+        combination of ``cv_test_folds`` of them held out), or ``none`` (no validation: nothing
+        can be selected, test metrics only). With the two cross-validations, validation
+        metrics are the mean over the splits and the model is then fit on all rows before the
+        test period.
+    validation_ratio
+        ``holdout``: share of all rows in the validation segment.
+    cv_folds, cv_test_folds
+        Cross-validation groups, and held-out groups per split (``cpcv`` only; purged k-fold
+        holds out one).
+    embargo
+        Cross-validation: training rows also removed after each held-out block, beyond the
+        purge (serially correlated features).
     purge
         Rows removed between train and test; ``None`` means the label horizon.
         Values below the horizon are rejected (they would leak).
@@ -41,6 +79,11 @@ class SplitConfig:
     """
 
     train_ratio: float = 0.8
+    validation: str = "holdout"
+    validation_ratio: float = 0.2
+    cv_folds: int = 5
+    cv_test_folds: int = 2
+    embargo: int = 0
     purge: int | None = None
     n_folds: int = 5
     mode: str = "expanding"
@@ -55,6 +98,25 @@ class SplitConfig:
             or not 0.0 < self.train_ratio < 1.0
         ):
             raise ConfigError(f"split.train_ratio={self.train_ratio!r} must be in (0, 1)")
+        check_choice("split.validation", self.validation, VALIDATION_METHODS)
+        if (
+            isinstance(self.validation_ratio, bool)
+            or not isinstance(self.validation_ratio, int | float)
+            or not 0.0 < self.validation_ratio < self.train_ratio
+        ):
+            raise ConfigError(
+                f"split.validation_ratio={self.validation_ratio!r} must be in (0, "
+                f"split.train_ratio={self.train_ratio:g}): the validation segment is part of "
+                "the rows before the test period"
+            )
+        check_positive_int("split.cv_folds", self.cv_folds, minimum=2)
+        check_positive_int("split.cv_test_folds", self.cv_test_folds)
+        if self.validation == "cpcv" and not self.cv_test_folds < self.cv_folds:
+            raise ConfigError(
+                f"split.cv_test_folds={self.cv_test_folds} must be below split.cv_folds="
+                f"{self.cv_folds} (groups held out per CPCV split)"
+            )
+        check_positive_int("split.embargo", self.embargo, minimum=0)
         if self.purge is not None:
             check_positive_int("split.purge", self.purge, minimum=0)
         check_positive_int("split.n_folds", self.n_folds)
@@ -83,21 +145,31 @@ class TrainTestSplit:
     train: np.ndarray
     test: np.ndarray
     purged: int
+    validation: np.ndarray = field(default_factory=lambda: _EMPTY)
 
     def report(self, index: pd.Index | None = None) -> dict[str, object]:
         out: dict[str, object] = {
             "train_rows": int(self.train.size),
+            "validation_rows": int(self.validation.size),
             "test_rows": int(self.test.size),
             "purged_rows": self.purged,
         }
-        if index is not None and self.train.size and self.test.size:
-            out.update(
-                train_start=str(index[self.train[0]]),
-                train_end=str(index[self.train[-1]]),
-                test_start=str(index[self.test[0]]),
-                test_end=str(index[self.test[-1]]),
-            )
+        if index is not None:
+            for name in ("train", "validation", "test"):
+                rows = getattr(self, name)
+                if rows.size:
+                    out[f"{name}_start"] = str(index[rows[0]])
+                    out[f"{name}_end"] = str(index[rows[-1]])
         return out
+
+
+@dataclass(frozen=True)
+class CVSplit:
+    """One cross-validation split: training rows, held-out rows and the held-out groups."""
+
+    train: np.ndarray
+    test: np.ndarray
+    groups: tuple[int, ...]
 
 
 @dataclass(frozen=True)
@@ -119,8 +191,11 @@ def split_train_test(
     train_ratio: float = 0.8,
     purge: int = 1,
     min_train_rows: int = 1,
+    validation_ratio: float = 0.0,
 ) -> TrainTestSplit:
-    """Chronological train/test split of ``n`` rows with ``purge`` rows removed between.
+    """Chronological train/test split of ``n`` rows with ``purge`` rows removed between, and
+    with ``validation_ratio > 0`` a validation segment purged on both sides:
+    ``train | purge | validation | purge | test``.
 
     Parameters
     ----------
@@ -132,6 +207,9 @@ def split_train_test(
         Rows dropped from the end of the training period (>= label horizon).
     min_train_rows
         Raise :class:`InsufficientDataError` if fewer training rows remain.
+    validation_ratio
+        Share of all rows in the validation segment, which ends ``purge`` rows before the
+        test period (0: no validation segment).
     """
     n = _length(data)
     if (
@@ -140,18 +218,74 @@ def split_train_test(
         and not data.index.is_monotonic_increasing
     ):
         raise DataError("split_train_test: rows are not in time order; sort them first")
-    SplitConfig(train_ratio=train_ratio, purge=purge)  # validates both
+    SplitConfig(  # validates all three
+        train_ratio=train_ratio,
+        purge=purge,
+        validation_ratio=validation_ratio or train_ratio / 2,
+    )
     boundary = math.floor(n * train_ratio)
-    train_end = boundary - purge
-    if train_end < min_train_rows or boundary >= n:
-        needed = math.ceil((min_train_rows + purge) / train_ratio) + 1
+    val_start = math.floor(n * (train_ratio - validation_ratio)) if validation_ratio else boundary
+    val_end = boundary - purge if validation_ratio else boundary
+    train_end = val_start - purge
+    no_validation_rows = bool(validation_ratio) and val_end <= val_start
+    if train_end < min_train_rows or boundary >= n or no_validation_rows:
+        if validation_ratio:
+            rows_before = min_train_rows + 2 * purge + 1
+            needed = math.ceil(rows_before / (train_ratio - validation_ratio)) + 1
+            what = f", a {validation_ratio:g} validation segment"
+        else:
+            needed, what = math.ceil((min_train_rows + purge) / train_ratio) + 1, ""
         raise InsufficientDataError(
-            f"{n} rows are too few for a {train_ratio:g} split with a purge of {purge} rows and "
-            f"at least {min_train_rows} training rows; need about {needed}",
+            f"{n} rows are too few for a {train_ratio:g} split{what} with a purge of {purge} "
+            f"rows and at least {min_train_rows} training rows; need about {needed}",
             needed=needed,
             got=n,
         )
-    return TrainTestSplit(train=np.arange(train_end), test=np.arange(boundary, n), purged=purge)
+    return TrainTestSplit(
+        train=np.arange(train_end),
+        test=np.arange(boundary, n),
+        purged=purge,
+        validation=np.arange(val_start, val_end) if validation_ratio else _EMPTY,
+    )
+
+
+def purged_cv_splits(
+    n: int, *, n_folds: int, n_test_folds: int = 1, purge: int = 1, embargo: int = 0
+) -> list[CVSplit]:
+    """Purged k-fold (``n_test_folds=1``) or combinatorial purged cross-validation.
+
+    The ``n`` rows are cut into ``n_folds`` consecutive groups of ``n // n_folds`` rows (the
+    last one takes the remainder). Each split holds out one combination of ``n_test_folds``
+    groups (in ``itertools.combinations`` order) and trains on the other rows, less the
+    ``purge`` rows before each held-out block (their labels reach into it) and the
+    ``purge + embargo`` rows after it. Adjacent held-out groups form one block.
+    """
+    size = n // n_folds
+    if size - purge - embargo < 2:
+        raise InsufficientDataError(
+            f"{n} rows are too few for {n_folds} cross-validation folds with a purge of "
+            f"{purge} and an embargo of {embargo} rows; each fold needs more than "
+            f"{purge + embargo + 1} rows",
+            needed=n_folds * (purge + embargo + 2),
+            got=n,
+        )
+    starts = [g * size for g in range(n_folds)] + [n]
+    splits = []
+    for groups in itertools.combinations(range(n_folds), n_test_folds):
+        held = np.zeros(n, dtype=bool)
+        for g in groups:
+            held[starts[g] : starts[g + 1]] = True
+        removed = held.copy()
+        edges = np.flatnonzero(np.diff(held.astype(np.int8)))
+        for e in edges:
+            if held[e + 1]:  # a block starts at e + 1: purge the rows before it
+                removed[max(0, e + 1 - purge) : e + 1] = True
+            else:  # a block ends at e: purge and embargo the rows after it
+                removed[e + 1 : e + 1 + purge + embargo] = True
+        splits.append(
+            CVSplit(train=np.flatnonzero(~removed), test=np.flatnonzero(held), groups=groups)
+        )
+    return splits
 
 
 def walk_forward_folds(

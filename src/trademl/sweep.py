@@ -4,8 +4,10 @@
 ``hydra.callbacks``) creates the parent run before the first job and writes its
 id into the sweep directory, where every job (also in other processes, with the
 joblib launcher) finds it. After the last job it records the best child by
-``optimized_metric`` / ``optimized_direction`` on the parent: the metric, the
-child's run id, its overrides and its test metrics.
+``optimized_metric`` / ``optimized_direction`` (a validation metric) on the parent: the
+metric, the child's run id, its overrides, its validation metrics, and its test metrics
+(``selected_test_*``), which trials keep sealed in an artifact rather than as run metrics so
+that no sort or sweeper can select on them.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ __all__ = ["MlflowSweepCallback", "best_child"]
 log = logging.getLogger(__name__)
 
 PARENT_RUN_FILE = ".mlflow_parent_run_id"
+SEALED_TEST_METRICS = "evaluation/test_metrics.json"  # a trial's test scores, not run metrics
 
 
 def _settings(config: DictConfig):
@@ -89,26 +92,46 @@ class MlflowSweepCallback(Callback):
         metric = str(config.optimized_metric)
         direction = str(config.get("optimized_direction", "maximize"))
         best, runs = best_child(client, parent.run_id, parent.experiment_id, metric, direction)
-        parent.log_metrics({"sweep_jobs": len(runs)})
+        parent.log_metrics({"sweep_jobs": len(runs), "sweep_trials": len(runs)})
         if best is not None:
+            test = _sealed_test_metrics(client, best.info.run_id)
             parent.log_metrics(
                 {f"best_{metric}": best.data.metrics[metric]}
-                | {f"best.{k}": v for k, v in best.data.metrics.items() if k.startswith("test_")}
+                | {f"best.{k}": v for k, v in best.data.metrics.items() if k.startswith("val_")}
+                | {f"selected_{k}": v for k, v in test.items()}
             )
             parent.set_tags(
                 {
                     "best_run_id": best.info.run_id,
                     "best_overrides": best.data.tags.get("hydra_overrides", ""),
                     "optimized_metric": f"{metric} ({direction})",
+                    "selection": f"{metric} on validation, among {len(runs)} trials; the test "
+                    "period scored once, for the selected trial only (selected_test_*)",
                 }
             )
+            shown = test.get("test_balanced_accuracy")
             print(
                 f"sweep: {len(runs)} runs under parent {parent.run_id}; best {metric} = "
                 f"{best.data.metrics[metric]:.4f} in run {best.info.run_id} "
                 f"({best.data.tags.get('hydra_overrides', '')})"
+                + (f"; its test balanced accuracy {shown:.4f}" if shown is not None else "")
             )
         failed = [r for r in runs if r.info.status != "FINISHED"]
         parent.end("FAILED" if failed or best is None else "FINISHED")
+
+
+def _sealed_test_metrics(client, run_id: str) -> dict[str, float]:
+    """The selected trial's test metrics, unsealed (``{}`` if it has none)."""
+    import json
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            path = client.download_artifacts(run_id, SEALED_TEST_METRICS, tmp)
+        except Exception as exc:  # an older run, or the artifact store failed
+            log.warning("no sealed test metrics in run %s: %s", run_id, exc)
+            return {}
+        return {k: float(v) for k, v in json.loads(Path(path).read_text()).items()}
 
 
 def _end_children(client, parent_run_id: str, experiment_id: str, status: str) -> None:

@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 
 from trademl import __version__
 from trademl._hydra import CONFIG_DIR, compose_config, instantiate_node
-from trademl.errors import exit_on_user_error
+from trademl.errors import ConfigError, exit_on_user_error
 from trademl.evaluation import evaluate
 from trademl.labels import LABEL_TO_INT
 from trademl.models import ModelSpec, check_trusted_types
@@ -38,7 +38,7 @@ from trademl.periods import training_periods
 from trademl.prepare import PreparedData, prepare_data_for_ml
 from trademl.registry import promote_model
 from trademl.schemas import validate_config
-from trademl.sweep import PARENT_RUN_FILE
+from trademl.sweep import PARENT_RUN_FILE, SEALED_TEST_METRICS
 from trademl.tracking import (
     RunRecorder,
     config_params,
@@ -48,6 +48,7 @@ from trademl.tracking import (
     signals_raise,
 )
 from trademl.tracking.model_files import log_model, register_version
+from trademl.validation import validation_metrics
 
 __all__ = ["CONFIG_DIR", "TrainResult", "compose_config", "main", "train", "train_pipeline"]
 
@@ -73,12 +74,25 @@ class TrainResult:
 
     def summary(self) -> str:
         m = self.metrics
-        lines = [
-            f"run {self.run_id}  model {self.model_uri}",
-            f"test accuracy {m['test_accuracy']:.4f}  balanced accuracy "
-            f"{m['test_balanced_accuracy']:.4f}  macro F1 {m['test_f1_macro']:.4f}  "
-            f"log loss {m['test_log_loss']:.4f}  IC {m['test_ic']:+.4f}",
-        ]
+        lines = [f"run {self.run_id}  model {self.model_uri}"]
+        if "val_balanced_accuracy" in m:
+            lines.append(
+                f"validation ({self.report.get('split', {}).get('validation', '')}, for "
+                f"selection): balanced accuracy {m['val_balanced_accuracy']:.4f}  log loss "
+                f"{m['val_log_loss']:.4f}  IC {m['val_ic']:+.4f}"
+            )
+        if "test_balanced_accuracy" in m:
+            lines.append(
+                f"test (scored once, never selected on): accuracy {m['test_accuracy']:.4f}  "
+                f"balanced accuracy {m['test_balanced_accuracy']:.4f}  macro F1 "
+                f"{m['test_f1_macro']:.4f}  log loss {m['test_log_loss']:.4f}  IC "
+                f"{m['test_ic']:+.4f}"
+            )
+        else:
+            lines.append(
+                "test metrics sealed (a sweep trial): the sweep's parent run reports the "
+                "selected trial's"
+            )
         if self.registered_version:
             where = f" -> {self.promoted_to}" if self.promoted_to else ""
             lines.append(
@@ -87,13 +101,17 @@ class TrainResult:
         return "\n".join(lines)
 
 
+def _sweep_job() -> int | None:
+    """The job number when this training is one trial of a Hydra multirun sweep."""
+    if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
+        return int(HydraConfig.get().job.num)
+    return None
+
+
 def _parent_run_id() -> str | None:
-    if not HydraConfig.initialized():
+    if _sweep_job() is None:
         return None
-    hc = HydraConfig.get()
-    if hc.mode != RunMode.MULTIRUN:
-        return None
-    marker = Path(hc.sweep.dir) / PARENT_RUN_FILE
+    marker = Path(HydraConfig.get().sweep.dir) / PARENT_RUN_FILE
     return marker.read_text().strip() if marker.exists() else None
 
 
@@ -115,8 +133,13 @@ def _model_metadata(
             "bar_interval": freq,
             "data_source": data.report["source"],
             "data_config": data_config,
+            "validation": data.validation,
             **training_periods(
-                data.candles, data.X_train.index, data.X_test.index, data.labels.horizon
+                data.candles,
+                data.X_train.index,
+                data.X_test.index,
+                data.labels.horizon,
+                validation_index=data.X_val.index if len(data.X_val) else None,
             ),
         }
     }
@@ -149,12 +172,17 @@ def train(cfg: DictConfig) -> TrainResult:
         Run id, test metrics, model URI and registered version.
     """
     checked = validate_config(cfg, "train")  # before MLflow or data are touched
+    if _sweep_job() is not None and checked["split"].validation == "none":
+        raise ConfigError(
+            "split.validation=none in a sweep: trials would have nothing to be selected on but "
+            "the test period; use split.validation=holdout, purged_kfold or cpcv"
+        )
     seed = int(cfg.seed)
     spec: ModelSpec = checked["model"]
     steps = {name: checked[name] for name in ("cleaning", "features", "labels", "split")}
     ev_cfg = checked["evaluation"]
     settings, experiment_id = setup_tracking(checked["mlflow"])
-    stage = _Stages(total=6 if cfg.get("promote") else 5, enabled=bool(cfg.get("progress", True)))
+    stage = _Stages(total=7 if cfg.get("promote") else 6, enabled=bool(cfg.get("progress", True)))
     try:
         with signals_raise(), _start_run(cfg, settings, experiment_id, spec, steps) as rec:
             with stage("data"):
@@ -165,6 +193,8 @@ def train(cfg: DictConfig) -> TrainResult:
                 model = spec.build(seed)
                 model.fit(data.X_train, data.y_train.to_numpy(), **spec.fit_params(data.y_train))
                 check_trusted_types(model, spec.trusted_types)
+            with stage("validate"):
+                validation = validation_metrics(data, model, spec, seed)
             with stage("evaluate"):
                 evaluation = evaluate(
                     model,
@@ -178,6 +208,7 @@ def train(cfg: DictConfig) -> TrainResult:
                 )
                 train_pred = model.predict(data.X_train)
                 evaluation.metrics["train_accuracy"] = float(np.mean(train_pred == data.y_train))
+                evaluation.metrics.update(validation)
             with stage("mlflow"):
                 evaluation.metrics.update(
                     {f"time_{k}_s": round(v, 4) for k, v in stage.seconds.items()}
@@ -212,9 +243,7 @@ def train(cfg: DictConfig) -> TrainResult:
 def _start_run(cfg, settings, experiment_id, spec, steps) -> RunRecorder:
     """The training's run: a new one (a sweep job's is a child of the sweep's parent run),
     or the one ``mlflow run`` created (``MLFLOW_RUN_ID``)."""
-    job = ""
-    if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
-        job = f"-job{HydraConfig.get().job.num}"
+    job = "" if _sweep_job() is None else f"-job{_sweep_job()}"
     labels = steps["labels"]
     tags = {
         "model_type": spec.name,
@@ -274,6 +303,12 @@ def _log_run(rec, cfg, settings, data, spec, model, evaluation, *, top) -> Train
     rec.log_text(OmegaConf.to_yaml(container), "config.yaml")
     rec.log_dict(data.report, "data_report.json")
     rec.log_dataset(data.candles)
+    if _sweep_job() is not None:
+        # A trial's test score is sealed: not a run metric, so nothing (the sweeper, a sort in
+        # the UI) can select on it; the sweep's parent reports the selected trial's.
+        sealed = {k: v for k, v in evaluation.metrics.items() if k.startswith("test_")}
+        evaluation.metrics = {k: v for k, v in evaluation.metrics.items() if k not in sealed}
+        rec.log_dict(sealed, SEALED_TEST_METRICS)
     log_evaluation(rec, evaluation, title=spec.name, top=top)
     sample = data.X_train.head(5)
     logged = log_model(
@@ -298,8 +333,7 @@ def _log_run(rec, cfg, settings, data, spec, model, evaluation, *, top) -> Train
             rec,
             name,
             logged,
-            description=f"{spec.name} on {data.report['source']}: test balanced accuracy "
-            f"{evaluation.metrics['test_balanced_accuracy']:.4f} (run {rec.run_id})",
+            description=_description(spec, data, evaluation.metrics, rec.run_id),
         )
     return TrainResult(
         run_id=rec.run_id,
@@ -311,6 +345,18 @@ def _log_run(rec, cfg, settings, data, spec, model, evaluation, *, top) -> Train
         feature_names=list(data.feature_names),
         report=data.report,
     )
+
+
+def _description(spec, data, metrics, run_id) -> str:
+    scores = [
+        f"{name} balanced accuracy {metrics[key]:.4f}"
+        for name, key in (
+            ("validation", "val_balanced_accuracy"),
+            ("test", "test_balanced_accuracy"),
+        )
+        if key in metrics
+    ]
+    return f"{spec.name} on {data.report['source']}: {', '.join(scores)} (run {run_id})"
 
 
 def train_pipeline(
@@ -361,7 +407,7 @@ def main(cfg: DictConfig) -> float:
     with exit_on_user_error():
         result = train(cfg)
     print(result.summary())
-    return float(result.metrics[str(cfg.optimized_metric)])
+    return float(result.metrics.get(str(cfg.optimized_metric), float("nan")))
 
 
 if __name__ == "__main__":  # pragma: no cover

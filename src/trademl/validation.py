@@ -1,0 +1,68 @@
+"""Model selection without the test period: validation metrics.
+
+A sweep picks its best run, and a user compares runs, by ``val_*`` metrics; the test period
+(``test_*``) is scored once, on the model that was kept, and never used to choose.
+
+* ``holdout``: the model fit on the training rows scores the validation segment
+  (:func:`trademl.splits.split_train_test`), which is purged on both sides.
+* ``purged_kfold`` / ``cpcv``: a fresh model per split (:func:`trademl.splits.purged_cv_splits`)
+  fit on the split's training rows scores its held-out rows; ``val_*`` is the mean over the
+  splits and ``val_<metric>_std`` their standard deviation for the headline metrics. The
+  registered model is then fit on all rows before the test period.
+
+Metric names are the test metrics' with ``val_`` for ``test_`` (:func:`selection_metrics`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn.pipeline import Pipeline
+
+from trademl.evaluation import class_probabilities, optimizable_metrics, probability_metrics
+from trademl.prepare import PreparedData
+
+__all__ = ["HEADLINE", "selection_metrics", "validation_metrics"]
+
+HEADLINE = ("val_balanced_accuracy", "val_log_loss", "val_ic", "val_rank_ic")
+
+
+def selection_metrics() -> list[str]:
+    """The metrics a sweep may optimise: validation scores (and ``train_accuracy``)."""
+    return [
+        m.replace("test_", "val_", 1) if m.startswith("test_") else m
+        for m in optimizable_metrics()
+    ]
+
+
+def _scores(proba: np.ndarray, y: pd.Series, fwd: pd.Series, y_train: pd.Series) -> dict:
+    metrics, *_ = probability_metrics(proba, y, fwd, y_train)
+    return {
+        "val_" + k.removeprefix("test_"): v for k, v in metrics.items() if k.startswith("test_")
+    }
+
+
+def validation_metrics(data: PreparedData, model: Pipeline, spec: Any, seed: int) -> dict:
+    """``val_*`` metrics of ``model`` (fit on ``data.X_train``) for the data's validation
+    method; with cross-validation ``spec`` builds and fits one model per split (``{}``
+    when the split has no validation)."""
+    if data.validation == "holdout":
+        proba = class_probabilities(model, data.X_val)
+        return _scores(proba, data.y_val, data.fwd_val, data.y_train)
+    if not data.cv_splits:
+        return {}
+    per_split = []
+    X, y, fwd = data.X_train, data.y_train, data.fwd_train
+    for split in data.cv_splits:
+        fold = spec.build(seed)
+        y_fit = y.iloc[split.train]
+        fold.fit(X.iloc[split.train], y_fit.to_numpy(), **spec.fit_params(y_fit))
+        proba = class_probabilities(fold, X.iloc[split.test])
+        per_split.append(_scores(proba, y.iloc[split.test], fwd.iloc[split.test], y_fit))
+    table = pd.DataFrame(per_split)
+    out = {k: float(v) for k, v in table.mean().items()}
+    out.update({f"{k}_std": float(table[k].std(ddof=1)) for k in HEADLINE if k in table})
+    out["val_splits"] = float(len(per_split))
+    return out
