@@ -3,13 +3,16 @@
 ``run_backtest(cfg)`` is pure (returns the result and the run id); :func:`main` is the thin
 Hydra entrypoint (``conf/backtest.yaml``). The run holds the strategy, risk and backtest
 settings as params, the metrics (and buy-and-hold's as ``bh_*``), the equity curve and
-drawdown as PNG, the trades as CSV, and tags linking it to the model version (the model
-version gets a ``last_backtest_run`` tag back).
+drawdown as PNG, the trades as CSV, the statistical safeguards (:mod:`trademl.safeguards`:
+``random_*``, ``*_ci_*``, ``psr``, ``cost_x*`` metrics, ``safeguards/cost_sensitivity.csv`` and
+``safeguards/random_baseline.png``; ``backtest.safeguards.enabled=false`` skips them), and
+tags linking it to the model version (the model version gets a ``last_backtest_run`` tag back).
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import importlib
 import logging
 from dataclasses import dataclass
@@ -26,6 +29,7 @@ from trademl.cleaning import clean_ohlcv_data
 from trademl.errors import ConfigError, DataError, exit_on_user_error
 from trademl.performance import plot_equity
 from trademl.periods import check_window, last_trained_bar, out_of_sample_start
+from trademl.safeguards import Safeguards, compute_safeguards, log_safeguards
 from trademl.schemas import validate_config
 from trademl.strategies import MLStrategy
 from trademl.tracking import RunRecorder, config_params, flatten, setup_tracking, signals_raise
@@ -41,6 +45,7 @@ class BacktestRun:
     run_id: str | None
     strategy: Any
     in_sample_overlap: bool
+    safeguards: Safeguards | None = None  # None when backtest.safeguards.enabled is false
 
 
 _MODEL_DATA_TARGETS = ("trademl.data.load_ohlcv_data", "trademl.synthetic.generate_ohlcv")
@@ -132,13 +137,29 @@ def run_backtest(cfg: DictConfig) -> BacktestRun:
         backtest = Backtest.from_settings(candles, strategy, bt_cfg, risk=risk, start=start)
         result = backtest.run()
         result.note = check.note() if check is not None else ""
+        guard = checked["backtest"].safeguards
+        safeguards = None
+        if guard.enabled:
+            options = dataclasses.asdict(guard)
+            del options["enabled"]
+            safeguards = compute_safeguards(candles, result, **options)
         if rec is not None:
-            log_backtest(rec, result, strategy, candles, cfg, in_sample=overlap, check=check)
+            log_backtest(
+                rec,
+                result,
+                strategy,
+                candles,
+                cfg,
+                in_sample=overlap,
+                check=check,
+                safeguards=safeguards,
+            )
     return BacktestRun(
         result=result,
         run_id=rec.run_id if rec is not None else None,
         strategy=strategy,
         in_sample_overlap=overlap,
+        safeguards=safeguards,
     )
 
 
@@ -168,9 +189,10 @@ def log_backtest(
     *,
     in_sample: bool = False,
     check: Any = None,
+    safeguards: Safeguards | None = None,
 ) -> None:
-    """What a backtest run holds: params, metrics, figures, trades, links to the model, and
-    how its window relates to the model's training period."""
+    """What a backtest run holds: params, metrics, figures, trades, the safeguards, links to
+    the model, and how its window relates to the model's training period."""
     tags = {
         "strategy_type": getattr(strategy, "strategy_type", "unknown"),
         "in_sample_overlap": str(in_sample).lower(),
@@ -193,6 +215,8 @@ def log_backtest(
         result.equity.to_frame().assign(position=result.position).to_csv(
             tmp / "equity.csv", index_label="timestamp"
         )
+    if safeguards is not None:
+        log_safeguards(rec, safeguards, "safeguards", title=title)
     model = strategy.load() if isinstance(strategy, MLStrategy) else None
     if model is not None and model.name and model.version:
         rec.client.set_model_version_tag(model.name, model.version, "last_backtest_run", rec.run_id)
@@ -209,6 +233,8 @@ def main(cfg: DictConfig) -> None:
         f"{r.settings['end']} ({r.settings['bars']} bars)"
     )
     print(r.summary())
+    for line in out.safeguards.summary() if out.safeguards is not None else []:
+        print(line)
     if out.run_id:
         print(f"MLflow run {out.run_id} (experiment '{cfg.mlflow.experiment_name}')")
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -33,6 +33,7 @@ __all__ = [
     "EvaluationSettings",
     "FeedSettings",
     "LiveSettings",
+    "SafeguardSettings",
     "SignalSettings",
     "check_mapping",
     "did_you_mean",
@@ -63,6 +64,29 @@ class EvaluationSettings:
 
 
 @dataclass(frozen=True)
+class SafeguardSettings:
+    """``backtest.safeguards``: the statistical safeguards beside a backtest's metrics."""
+
+    enabled: bool = True
+    random_runs: int = 200
+    bootstrap: int = 1000
+    block: int | None = None
+    cost_multipliers: list[float] = field(default_factory=lambda: [0.0, 0.5, 1.0, 1.5, 2.0])
+    seed: int = 0
+    sides: Literal["strategy", "random"] = "strategy"
+
+    def __post_init__(self) -> None:
+        for key in ("random_runs", "bootstrap", "block"):
+            _positive(f"backtest.safeguards.{key}", getattr(self, key))
+        _positive("backtest.safeguards.seed", self.seed, allow_zero=True)
+        if not self.cost_multipliers or min(self.cost_multipliers) < 0:
+            raise ConfigError(
+                f"backtest.safeguards.cost_multipliers={list(self.cost_multipliers)!r} must be "
+                "a non-empty list of numbers >= 0 (multiples of the fees and slippage)"
+            )
+
+
+@dataclass(frozen=True)
 class BacktestSettings:
     """``backtest``: the fill settings shared by the backtester and the live paper broker."""
 
@@ -75,8 +99,17 @@ class BacktestSettings:
     end: str | None = None
     periods_per_year: float | None = None
     allow_in_sample: bool = False
+    safeguards: Any = field(default_factory=dict)  # a mapping of SafeguardSettings' keys
 
     def __post_init__(self) -> None:
+        if isinstance(self.safeguards, Mapping):
+            check_mapping("backtest.safeguards", self.safeguards, SafeguardSettings)
+            object.__setattr__(self, "safeguards", SafeguardSettings(**self.safeguards))
+        elif not isinstance(self.safeguards, SafeguardSettings):
+            raise ConfigError(
+                f"backtest.safeguards={self.safeguards!r} must be a mapping of "
+                f"{', '.join(_field_names(SafeguardSettings))}"
+            )
         _positive("backtest.cash", self.cash)
         if not 0 <= self.fees_bps < 1000:
             raise ConfigError(f"backtest.fees_bps={self.fees_bps!r} must be in [0, 1000)")

@@ -5,7 +5,9 @@ purge gap), a fresh model is fitted on the fold's training rows, scored on its t
 and its causal signals are backtested on the test window only. Every fold is a child MLflow
 run of one parent run; the parent holds the out-of-sample metrics over all test windows
 (classification metrics on the concatenated predictions, and one backtest that trades each
-window with the model of its fold) plus a per-fold table and the overall equity curve.
+window with the model of its fold) plus a per-fold table and the overall equity curve, and
+the statistical safeguards of that out-of-sample backtest (:mod:`trademl.safeguards`, as for
+``trademl backtest``: metrics beside ``bt_*``, artifacts under ``walkforward/safeguards``).
 
 ``trademl walkforward [train overrides...]`` (``conf/walkforward.yaml``: the training config
 plus ``risk``, ``backtest`` and ``signal`` settings).
@@ -30,6 +32,7 @@ from trademl.errors import exit_on_user_error
 from trademl.evaluation import class_probabilities, evaluate, probability_metrics
 from trademl.performance import plot_equity
 from trademl.prepare import build_dataset
+from trademl.safeguards import Safeguards, compute_safeguards, log_safeguards
 from trademl.schemas import validate_config
 from trademl.splits import walk_forward_folds
 from trademl.strategies.ml_strategy import model_signals
@@ -47,6 +50,7 @@ class WalkForwardResult:
     backtest: BacktestResult  # the combined out-of-sample backtest
     parent_run_id: str
     fold_run_ids: list[str]
+    safeguards: Safeguards | None = None  # of the out-of-sample backtest, unless disabled
 
 
 def _backtest(candles, signals, start, stop, cfg, risk) -> BacktestResult:
@@ -59,6 +63,7 @@ def walk_forward(cfg: DictConfig) -> WalkForwardResult:
     checked = validate_config(cfg, "walkforward")  # before MLflow or data are touched
     labels, split, spec = checked["labels"], checked["split"], checked["model"]
     risk, cleaning, features = checked["risk"], checked["cleaning"], checked["features"]
+    guard = checked["backtest"].safeguards
     bt_cfg = OmegaConf.to_container(cfg.backtest, resolve=True)
     sig_cfg = dataclasses.asdict(checked["signal"])
     settings, experiment_id = setup_tracking(checked["mlflow"])
@@ -133,6 +138,14 @@ def walk_forward(cfg: DictConfig) -> WalkForwardResult:
         overall.update({f"bh_{k}": v for k, v in overall_bt.benchmark.items()})
         table = pd.DataFrame(rows)
         parent.log_metrics(overall)
+        safeguards = None
+        if guard.enabled:
+            options = dataclasses.asdict(guard)
+            del options["enabled"]
+            safeguards = compute_safeguards(candles, overall_bt, **options)
+            log_safeguards(
+                parent, safeguards, "walkforward/safeguards", title="walk-forward out of sample"
+            )
         with parent.artifact_dir("walkforward") as tmp:
             table.to_csv(tmp / "folds.csv", index=False)
             overall_bt.trades.to_csv(tmp / "trades.csv", index=False)
@@ -148,6 +161,7 @@ def walk_forward(cfg: DictConfig) -> WalkForwardResult:
         backtest=overall_bt,
         parent_run_id=parent.run_id,
         fold_run_ids=fold_runs,
+        safeguards=safeguards,
     )
 
 
@@ -184,6 +198,8 @@ def main(cfg: DictConfig) -> None:
         f"{m['bh_total_return']:+.2%}), Sharpe {m['bt_sharpe']:.2f}, "
         f"{int(m['bt_trades'])} trades"
     )
+    for line in result.safeguards.summary() if result.safeguards is not None else []:
+        print(line)
     print(f"MLflow parent run {result.parent_run_id} with {len(result.fold_run_ids)} fold runs")
 
 
