@@ -11,21 +11,24 @@ Subcommands::
     trademl data check candles.csv [--out clean.parquet]
     trademl features candles.csv --out features.parquet
     trademl features --list [--markdown]
+    trademl check lookahead module:function [--data candles.csv] [--cuts 40] [--json]
 
 Errors a user can fix (:class:`trademl.errors.TradeMLError`) are printed as one
-line on stderr with exit status 2, never as a traceback.
+line on stderr with exit status 2, never as a traceback. ``trademl check lookahead``
+exits with 0 when clean and 1 when a column uses the future.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import logging
 import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import pandas as pd
 
@@ -106,6 +109,101 @@ def _cmd_features(args: argparse.Namespace) -> int:
         _write_frame(X, Path(args.out))
         print(f"wrote {args.out}")
     return 0
+
+
+EXIT_LOOKAHEAD = 1  # trademl check lookahead: a column uses the future
+
+
+def _cmd_check_lookahead(args: argparse.Namespace) -> int:
+    from trademl.lookahead import check_lookahead
+
+    target = _import_target(args.target, strategy=args.strategy)
+    if args.data in (None, "synthetic"):
+        from trademl.synthetic import generate_ohlcv
+
+        candles = generate_ohlcv(args.rows, seed=args.seed)
+        source = f"synthetic candles (--rows {args.rows} --seed {args.seed})"
+    else:
+        from trademl.cleaning import clean_ohlcv_data
+        from trademl.data import load_ohlcv_data
+
+        candles, _ = clean_ohlcv_data(load_ohlcv_data(args.data))
+        source = args.data
+    tty = sys.stderr.isatty()
+
+    def progress(done: int, total: int) -> None:
+        print(f"\rchecking {args.target}: cut {done}/{total}", end="", file=sys.stderr, flush=True)
+
+    try:
+        report = check_lookahead(
+            target,
+            candles,
+            cuts=args.cuts,
+            seed=args.seed,
+            name=args.target,
+            progress=progress if tty else None,
+        )
+    finally:
+        if tty:
+            print("\r\033[K", end="", file=sys.stderr, flush=True)
+    if args.json:
+        print(json.dumps({"data": source, **report.to_dict()}, indent=2, default=str))
+    else:
+        print(f"data: {source}, {len(candles)} bars, {candles.index[0]} .. {candles.index[-1]}")
+        print(report.summary())
+    return 0 if report.clean else EXIT_LOOKAHEAD
+
+
+def _import_target(spec: str, *, strategy: bool = False) -> Any:
+    """``module:function`` (or ``module:Strategy``) imported like ``python -m`` would: the
+    current directory first; a strategy class is instantiated without arguments."""
+    module_name, _, attr = spec.partition(":")
+    if not module_name or not attr:
+        raise ConfigError(f"{spec!r}: expected module:function, e.g. myfeatures:build")
+    cwd = os.getcwd()
+    if cwd not in sys.path:
+        sys.path.insert(0, cwd)
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name and (module_name + ".").startswith(exc.name + "."):
+            raise ConfigError(
+                f"{spec}: no module named {exc.name!r} in {cwd} or the installed packages"
+            ) from None
+        raise ConfigError(f"{spec}: importing {module_name} failed: {exc}") from None
+    except Exception as exc:
+        raise ConfigError(
+            f"{spec}: importing {module_name} failed: {type(exc).__name__}: {exc}"
+        ) from None
+    obj: Any = module
+    for part in attr.split("."):
+        if not hasattr(obj, part):
+            names = [
+                n
+                for n, v in vars(module).items()
+                if callable(v)
+                and not n.startswith("_")
+                and getattr(v, "__module__", "") == module_name
+            ]
+            raise ConfigError(
+                f"{spec}: {module_name} has no attribute {attr!r} (it has "
+                f"{', '.join(sorted(names)[:12]) or 'no public callables'})"
+            )
+        obj = getattr(obj, part)
+    if strategy or hasattr(obj, "generate_signals"):
+        if not hasattr(obj, "generate_signals"):
+            raise ConfigError(f"{spec} is not a strategy: it has no generate_signals(df)")
+        if isinstance(obj, type):
+            try:
+                obj = obj()
+            except Exception as exc:
+                raise ConfigError(
+                    f"{spec}: cannot create the strategy without arguments: "
+                    f"{type(exc).__name__}: {exc}; name an instance instead"
+                ) from None
+    elif not callable(obj):
+        raise ConfigError(f"{spec} is a {type(obj).__name__}, not a function")
+    return obj
 
 
 def catalogue_markdown(cat: pd.DataFrame) -> str:
@@ -286,6 +384,25 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(func=_cmd_models)
     for p in (mlist, minfo, mprom, mdel):  # also after the subcommand: models list --tracking-uri
         p.add_argument("--tracking-uri", default=argparse.SUPPRESS, help=store_help)
+
+    chk = sub.add_parser("check", help="checks of your own code: look-ahead")
+    csub = chk.add_subparsers(dest="check_command", required=True)
+    look = csub.add_parser(
+        "lookahead",
+        help="does a feature function or strategy use the future? (exit 1 if so)",
+        description="Recompute module:function (candles -> DataFrame of features) on many "
+        "prefixes and future-perturbed copies of the candles and report every column that "
+        "uses the future, with its first offending bar. Exit status: 0 clean, 1 look-ahead "
+        "found, 2 usage or data error.",
+    )
+    look.add_argument("target", help="module:function or module:Strategy (cwd is importable)")
+    look.add_argument("--data", help="candle file (CSV or Parquet), or 'synthetic' (default)")
+    look.add_argument("--rows", type=int, default=2000, help="synthetic candles (default 2000)")
+    look.add_argument("--seed", type=int, default=0, help="synthetic data, cuts, perturbations")
+    look.add_argument("--cuts", type=int, default=40, help="cut points (default 40)")
+    look.add_argument("--strategy", action="store_true", help="target is a strategy")
+    look.add_argument("--json", action="store_true", help="print the report as JSON")
+    look.set_defaults(func=_cmd_check_lookahead)
 
     feats = sub.add_parser("features", help="build the feature matrix, or list the catalogue")
     feats.add_argument("path", nargs="?")
