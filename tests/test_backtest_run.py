@@ -113,6 +113,7 @@ def test_cli_backtest_model_uri_and_rule_based(production_model, capsys, tmp_pat
     assert cli(["backtest", "model=models:/baseline_rf@champion", *_overrides(store), *quiet]) == 0
     out = capsys.readouterr().out
     assert "ml_strategy[models:/baseline_rf@champion]" in out and "trades, total return" in out
+    assert "random-signal baseline (200 runs" in out and "block-bootstrap CI" in out
     assert (
         cli(["backtest", "strategy=scalping_ema_rsi", *SYNTHETIC, *_overrides(store), *quiet]) == 0
     )
@@ -163,6 +164,9 @@ def test_walk_forward_parent_and_fold_runs(store, compose):
     )
     files = {a.path for a in client.list_artifacts(result.parent_run_id, "walkforward")}
     assert "walkforward/folds.csv" in files and "walkforward/equity_curve.png" in files
+    # the out-of-sample backtest's safeguards, beside its bt_* metrics
+    assert result.safeguards is not None and "walkforward/safeguards" in files
+    assert {"random_p_value", "sharpe_ci_low", "cost_x2_total_return"} <= set(parent.data.metrics)
     # no registry versions from a walk-forward
     assert client.search_model_versions("name='baseline_rf'") == []
 

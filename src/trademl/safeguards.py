@@ -209,7 +209,7 @@ def plot_random_baseline(safeguards: Safeguards, path: str | Path, *, title: str
         ax.axvline(100 * value, color=colour, ls=style, lw=1.5, label=label)
     ax.set_xlabel("total return %")
     ax.set_ylabel("random-signal runs")
-    ax.legend(loc="upper left")
+    ax.legend(loc="best")
     heading = f"{rnd.n_runs} random-signal runs, {rnd.trades} trades of the same lengths"
     ax.set_title("\n".join(t for t in (safeguards.note, title, heading) if t), fontsize=9)
     fig.tight_layout()
