@@ -28,6 +28,7 @@ from trademl.labels import LABEL_TO_INT, LABELS
 __all__ = [
     "Evaluation",
     "class_probabilities",
+    "directional_accuracy",
     "evaluate",
     "feature_importance",
     "optimizable_metrics",
@@ -82,6 +83,22 @@ def _ic(score: np.ndarray, fwd: np.ndarray) -> tuple[float, float]:
     return float(pearsonr(score, fwd)[0]), float(spearmanr(score, fwd)[0])
 
 
+def directional_accuracy(pred: np.ndarray, fwd: np.ndarray) -> tuple[float, int]:
+    """Share of LONG/SHORT predictions whose side has the sign of the realised forward return,
+    and how many there were; FLAT predictions and zero or missing returns are left out.
+
+    Unlike balanced accuracy it ignores FLAT, which is partly predictable from past volatility
+    when volatility clusters, so on a random walk it stays near 0.5 (NaN with no LONG/SHORT
+    prediction). Not offered as a sweep objective: a model making few calls can score high.
+    """
+    side = np.where(pred == LABEL_TO_INT["LONG"], 1.0, 0.0)
+    side[pred == LABEL_TO_INT["SHORT"]] = -1.0
+    realised = np.sign(np.asarray(fwd, dtype=np.float64))
+    mask = (side != 0) & np.isfinite(realised) & (realised != 0)
+    n = int(mask.sum())
+    return (float(np.mean(side[mask] == realised[mask])) if n else float("nan")), n
+
+
 def evaluate(
     model: Pipeline,
     X_test: pd.DataFrame,
@@ -99,7 +116,9 @@ def evaluate(
     precision/recall/F1 (``test_f1_LONG`` ...), ``test_log_loss``, class
     distributions of train and test (``train_frac_LONG`` ...), and the
     information coefficient (``test_ic``, Pearson) and rank IC (``test_rank_ic``,
-    Spearman) of ``P(LONG) - P(SHORT)`` against the forward return.
+    Spearman) of ``P(LONG) - P(SHORT)`` against the forward return, and the
+    directional accuracy of the LONG/SHORT predictions (``test_directional_accuracy``,
+    over ``test_directional_rows``; see :func:`directional_accuracy`).
     """
     proba = class_probabilities(model, X_test)
     metrics, confusion, report, text = probability_metrics(proba, y_test, fwd_test, y_train)
@@ -149,6 +168,8 @@ def probability_metrics(
         metrics[f"test_pred_frac_{name}"] = float(np.mean(pred == code))
     score = proba[:, LABEL_TO_INT["LONG"]] - proba[:, LABEL_TO_INT["SHORT"]]
     metrics["test_ic"], metrics["test_rank_ic"] = _ic(score, fwd_test.to_numpy())
+    hit_rate, hits_n = directional_accuracy(pred, fwd_test.to_numpy())
+    metrics["test_directional_accuracy"], metrics["test_directional_rows"] = hit_rate, hits_n
     metrics = {k: float(v) for k, v in metrics.items()}
 
     report = classification_report(
