@@ -9,6 +9,9 @@ from statistics import NormalDist
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
 
 from trademl import ConfigError, generate_ohlcv
 from trademl.backtest import Backtest
@@ -23,7 +26,7 @@ from trademl.safeguards_stats import (
 )
 from trademl.tracking import finite_metrics
 
-from .conftest import client_for
+from .conftest import client_for, ohlcv_frames
 
 
 @pytest.fixture(scope="module")
@@ -62,6 +65,46 @@ def test_random_runs_keep_the_number_of_trades_and_every_length(bars):
     assert len({tuple(row) for row in base.decided_at}) == 100
     start = bars.index.get_loc(result.equity.index[0])
     assert base.decided_at.min() >= start and base.decided_at.max() <= len(bars) - 2
+
+
+def test_an_always_invested_strategy_fits_only_with_its_reversals_kept(bars):
+    """Reversing every 7 bars, the trades hold one bar more than the window has (each exit
+    bar is the next entry bar): they fit only as back-to-back chains."""
+    sides = np.zeros(len(bars), np.int64)
+    sides[::7] = np.resize([1, -1], sides[::7].size)
+    result = Backtest(bars, frame(bars, sides, stop=0.5)).run()
+    assert result.metrics["exposure"] > 0.99
+    assert result.trades["bars_held"].sum() > len(bars) - 1
+    base = random_signal_baseline(bars, result, n_runs=10, seed=0, sides="random")
+    lengths = np.sort(result.trades["bars_held"].to_numpy())
+    assert (base.trades_made == len(lengths)).all()
+    assert all(np.array_equal(np.sort(row), lengths) for row in base.held)
+    # no free bar left, yet the reversals fall at other times in every run
+    assert len({tuple(row) for row in base.decided_at}) == 10
+
+
+@given(
+    df=ohlcv_frames(),
+    marks=arrays(np.int64, 140, elements=st.sampled_from([0, 0, 0, -1, 1])),
+    opposite=st.sampled_from(["reverse", "ignore"]),
+    hold=st.sampled_from([None, 1, 3]),
+)
+def test_any_trades_fit_and_keep_their_lengths(df, marks, opposite, hold):
+    """Whatever the trades (dense, reversed, one bar long, open at the end), every random run
+    places them all in the window and holds each for the strategy's number of bars, unless
+    it ran out of equity first."""
+    kw = {"on_opposite": opposite, "max_holding_bars": hold}
+    result = Backtest(df, frame(df, marks[: len(df)], stop=0.02), start=3, **kw).run()
+    base = random_signal_baseline(df, result, n_runs=20, seed=1)
+    if result.trades.empty:
+        assert base is None
+        return
+    lengths = np.sort(result.trades["bars_held"].to_numpy())
+    for made, held, total in zip(base.trades_made, base.held, base.returns, strict=True):
+        assert made == len(lengths) or total <= -1.0
+        if made == len(lengths):
+            assert np.array_equal(np.sort(held), lengths)
+    assert base.decided_at.min() >= 3 and base.decided_at.max() <= len(df) - 2
 
 
 def test_random_trades_are_filled_by_the_backtester_itself(bars):

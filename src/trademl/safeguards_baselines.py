@@ -6,13 +6,15 @@
   the same fills, fees, slippage and position sizing). Each random trade is sized like the
   strategy's trade it copies (the same stop distance relative to the price) but **has no stop
   and no target: it exits at the close of its last bar** (a market exit with slippage and fees),
-  so that the lengths are kept exactly. Trades the strategy reversed into each other (an
-  opposite signal closing one position and opening the next at the same open) stay back to
-  back, as one chain; the chains are placed in a uniformly random order at uniformly random
-  non-overlapping times in the backtest window. Directions are the strategy's own
-  (``sides="strategy"``: the baseline tests the timing, not a long bias) or random
-  (``"random"``: each chain flipped with probability 1/2). The p-value of the strategy's total
-  return is ``(1 + #runs >= strategy) / (n_runs + 1)``.
+  so that the lengths are kept exactly. Reversals are kept too: trades the strategy reversed
+  into each other (an opposite signal closing one position and opening the next at the same
+  open) form chains; every run keeps the number and sizes of the chains, deals the trades to
+  the chain positions at random, and places the chains in a uniformly random order at
+  uniformly random non-overlapping times in the backtest window (so even a strategy that is
+  always in the market gets other reversal times). Directions are the strategy's own
+  (``sides="strategy"``: the same long/short pattern, so the baseline tests the timing, not a
+  long bias) or random (``"random"``: each chain flipped with probability 1/2). The p-value of
+  the strategy's total return is ``(1 + #runs >= strategy) / (n_runs + 1)``.
 * :func:`cost_sensitivity`: the same signals backtested again at multiples of the configured
   fees and slippage.
 
@@ -134,10 +136,14 @@ def _risk(result: BacktestResult) -> RiskConfig:
 
 
 def _schedules(trades, sl_frac, start, slots, n_runs, sides, rng):
-    """Random decision bars of the strategy's trades: chains (reversals kept back to back) in
-    a random order at uniformly random non-overlapping positions among ``slots`` bars.
+    """Random decision bars of the strategy's trades.
 
-    Returns ``(decide_at, side, sl_frac, hold)``, each ``(n_runs, trades)`` in time order.
+    The strategy's trades form chains (trades reversed into each other); each run keeps the
+    chains' sizes and sides pattern, deals the trades (length and sizing) to the chain
+    positions at random (a trade followed by a reversal needs 2 bars or more), and places the
+    chains in a random order at uniformly random non-overlapping positions among ``slots``
+    decision bars. Returns ``(decide_at, side, sl_frac, hold)``, each ``(n_runs, trades)`` in
+    time order.
     """
     m = len(trades)
     length = trades["bars_held"].to_numpy(np.int64)
@@ -148,22 +154,29 @@ def _schedules(trades, sl_frac, start, slots, n_runs, sides, rng):
     linked = (trades["exit_reason"].to_numpy()[:-1] == "signal") & (
         entry[1:] == trades["_exit"].to_numpy()[:-1]
     )
-    chain = np.concatenate(([0], np.cumsum(~linked)))  # chain id of every trade
+    reversed_ = np.concatenate((linked, [False]))  # position i is reversed into i + 1
+    chain = np.concatenate(([0], np.cumsum(~linked)))  # chain id of every position
     first = np.flatnonzero(np.concatenate(([True], ~linked)))
-    # a trade reversed into the next leaves its exit bar to the next one: occupancy L - 1
-    occupy = length - np.concatenate((linked, [False]))
-    offset = np.concatenate(([0], np.cumsum(occupy)[:-1]))
-    offset -= offset[first][chain]  # decision bar within the chain
     k = first.size
-    occ = np.bincount(chain, weights=occupy, minlength=k).astype(np.int64)
-    free = slots - int(occ.sum())
+    # a trade reversed into the next leaves its exit bar to the next one: occupancy L - 1
+    free = slots - int(length.sum() - reversed_.sum())
     if free < 0:  # cannot happen for the trades of one backtest
         raise DataError("the strategy's trades do not fit in its window")
+    at_link, at_end = np.flatnonzero(reversed_), np.flatnonzero(~reversed_)
+    long_enough, short = np.flatnonzero(length >= 2), np.flatnonzero(length < 2)
     decide_at = np.empty((n_runs, m), np.int64)
     sides_out = np.empty((n_runs, m), np.int64)
     fracs = np.empty((n_runs, m))
     hold = np.empty((n_runs, m), np.int64)
     for r in range(n_runs):
+        deal = np.empty(m, np.int64)  # the trade at each position
+        pick = rng.permutation(long_enough)
+        deal[at_link] = pick[: at_link.size]
+        deal[at_end] = rng.permutation(np.concatenate((pick[at_link.size :], short)))
+        occupy = length[deal] - reversed_
+        offset = np.concatenate(([0], np.cumsum(occupy)[:-1]))
+        offset -= offset[first][chain]  # decision bar within the chain
+        occ = np.bincount(chain, weights=occupy, minlength=k).astype(np.int64)
         order = rng.permutation(k)
         pos = np.sort(rng.choice(free + k, size=k, replace=False))
         at = np.empty(k, np.int64)
@@ -172,7 +185,7 @@ def _schedules(trades, sl_frac, start, slots, n_runs, sides, rng):
         flip = rng.choice((-1, 1), size=k) if sides == "random" else np.ones(k, np.int64)
         by_time = np.argsort(dec)
         decide_at[r], sides_out[r] = dec[by_time], (side * flip[chain])[by_time]
-        fracs[r], hold[r] = sl_frac[by_time], length[by_time]
+        fracs[r], hold[r] = sl_frac[deal][by_time], length[deal][by_time]
     return decide_at, sides_out, fracs, hold
 
 
