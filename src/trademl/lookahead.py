@@ -305,9 +305,8 @@ class _Run:
             raise ConfigError(f"{self.name} returned duplicate column names")
         index = out.index
         if isinstance(index, pd.DatetimeIndex) and isinstance(self.index, pd.DatetimeIndex):
-            if self.index.tz is not None:
-                tz = self.index.tz
-                index = index.tz_localize(tz) if index.tz is None else index.tz_convert(tz)
+            tz = self.index.tz
+            index = index.tz_localize(tz) if index.tz is None else index.tz_convert(tz)
         elif len(out) == n_in:
             index = self.index[:n_in]  # one row per candle: placed by position
         elif not index.isin(self.index).all():
