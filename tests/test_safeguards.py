@@ -212,6 +212,7 @@ def test_summary_and_metrics_of_a_strategy_with_trades(bars):
     lines = guard.summary()
     assert len(lines) == 4 and all(line.startswith("[IN-SAMPLE: test] ") for line in lines)
     assert "always-FLAT +0.00% (Sharpe n/a)" in lines[0]
+    assert "fees (10 bps) and slippage (2 bps) per side: x0 -24.32% (Sharpe" in lines[3]
     m = guard.metrics()
     assert m["random_runs"] == 20 and m["bootstrap_block"] == 10
     assert m["sharpe_ci_low"] < result.metrics["sharpe"] < m["sharpe_ci_high"]

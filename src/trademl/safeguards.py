@@ -70,6 +70,8 @@ class Safeguards:
     total_return_ci: Interval | None
     psr: float  # P[true Sharpe > 0]
     costs: pd.DataFrame | None
+    fees_bps: float = float("nan")  # the configured costs the multipliers scale
+    slippage_bps: float = float("nan")
     note: str = ""  # e.g. "IN-SAMPLE: ...", shown first in every summary line
 
     def metrics(self) -> dict[str, float]:
@@ -133,7 +135,10 @@ class Safeguards:
                 f"x{r.multiplier:g} {r.total_return:+.2%} (Sharpe {r.sharpe:.2f})"
                 for r in self.costs.itertuples()
             )
-            lines.append(f"costs (x fees and slippage): {cells}")
+            lines.append(
+                f"costs at multiples of the fees ({self.fees_bps:g} bps) and slippage "
+                f"({self.slippage_bps:g} bps) per side: {cells}"
+            )
         prefix = f"[{self.note}] " if self.note else ""
         return [prefix + line for line in lines]
 
@@ -162,6 +167,8 @@ def compute_safeguards(
         total_return_ci=None,
         psr=float("nan"),
         costs=None,
+        fees_bps=float(result.settings["fees_bps"]),
+        slippage_bps=float(result.settings["slippage_bps"]),
         note=result.note,
     )
     if result.trades.empty:
