@@ -314,6 +314,10 @@ def test_cli_import_errors_are_one_line(tmp_path, monkeypatch, capsys):
         assert main(["check", "lookahead", *args.split(), "--rows", "60"]) == 2
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and message in err, err
+    # a strategy class is instantiated without arguments and checked
+    assert main(["check", "lookahead", "trademl.strategies:ScalpingEMARSI", "--rows", "200"]) == 0
+    out = capsys.readouterr().out
+    assert "of trademl.strategies:ScalpingEMARSI: 6 column(s) on 200 bars" in out
 
 
 def _cli(tmp_path, *args: str) -> subprocess.CompletedProcess:

@@ -19,10 +19,10 @@ A strategy (an object with ``generate_signals(df)``, as every :mod:`trademl.stra
 cannot see the future through its input, only through state, so it is checked twice: its batch
 ``generate_signals`` (what the backtester uses) as above, each call on a fresh deep copy of the
 strategy (a strategy that calibrates itself on the first frame it is given is caught there),
-and ``generate_signal(candles.iloc[:c])`` (the live path) on the instance itself, called after
-it has been shown full and perturbed futures: it must equal the batch row of bar ``c - 1``
-(else evidence ``signal``: state carried the future across calls, or live and backtest
-disagree).
+and ``generate_signal(candles.iloc[:c])`` (the live path) on the instance itself, called right
+after the instance computed a batch on a perturbed future: it must equal the batch row of bar
+``c - 1`` (else evidence ``signal``: state carried the future across calls, or live and
+backtest disagree).
 
 Limits: a perturbation reveals only the dependence it changes, and a function with randomness
 must be seeded (else every column differs).
