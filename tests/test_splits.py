@@ -120,7 +120,7 @@ def test_purged_kfold_by_hand():
     assert [s.groups for s in splits] == [(0,), (1,), (2,), (3,)]
     assert splits[0].test.tolist() == [0, 1, 2, 3, 4]
     assert splits[0].train.tolist() == list(range(7, 23))  # 5 purged, 6 embargoed
-    assert splits[1].train.tolist() == [0, 1, 2, 3] + list(range(12, 23))
+    assert splits[1].train.tolist() == [0, 1, 2, 3, *range(12, 23)]
     assert splits[3].test.tolist() == list(range(15, 23))
     assert splits[3].train.tolist() == list(range(14))
 

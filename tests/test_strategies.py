@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from trademl import ConfigError, InsufficientDataError, ModelError, generate_ohlcv
@@ -70,6 +71,57 @@ def test_ml_signals_respect_min_confidence(production_model, fresh):
     traded = loose["side"] != 0
     assert traded.any()
     assert (best[traded.to_numpy()] != 1).all()  # a trade is never on a FLAT-most-likely bar
+
+
+def test_suppressed_signals_are_the_threshold_s_flat_bars(production_model, fresh):
+    loose = ml(production_model, min_confidence=0.3).generate_signals(fresh)
+    strict = ml(production_model, min_confidence=0.6).generate_signals(fresh)
+    assert not loose["suppressed"].any()  # the best of three classes has at least 1/3
+    # suppressed = a LONG/SHORT the loose threshold trades and the strict one turns FLAT
+    became_flat = (loose["side"] != 0) & (strict["side"] == 0)
+    assert strict["suppressed"].equals(became_flat) and became_flat.any()
+
+
+def test_the_strategy_trades_what_the_model_learned(production_model, caplog):
+    labels = production_model["result"].report["labels"]
+    strategy = ml(production_model)
+    stored = strategy.load().trademl["labels"]
+    assert stored["method"] == "triple_barrier"  # the default training preset
+    assert (strategy.sl_atr_mult, strategy.tp_atr_mult) == (
+        stored["sl_atr_mult"],
+        stored["tp_atr_mult"],
+    )
+    assert strategy.atr_period == stored["atr_period"]
+    assert strategy.max_holding_bars == stored["horizon"] == 24
+    assert strategy.confidence_sl_adjustment == 0.0  # the barrier is fixed: no tightening
+    assert labels  # the training reported its labels
+    with caplog.at_level("WARNING"):
+        other = ml(production_model, sl_atr_mult=2.0, max_holding_bars=5)
+        assert other.sl_atr_mult == 2.0 and other.max_holding_bars == 5
+    assert "sl_atr_mult=2.0 differs from the model's 1.5" in caplog.text
+    assert "max_holding_bars=5 differs from the model's 24" in caplog.text
+
+
+def test_a_backtest_holds_for_the_label_horizon_and_reports_suppressed_signals(
+    production_model, fresh
+):
+    from trademl.backtest import Backtest
+
+    result = Backtest(fresh, ml(production_model, min_confidence=0.5)).run()
+    assert result.settings["max_holding_bars"] == 24
+    held = result.trades["exit_time"] - result.trades["entry_time"]
+    assert (held <= pd.Timedelta(hours=23)).all()  # entry bar + 23 more: exit at the 24th close
+    signals = result.signals.loc[pd.Timestamp(result.settings["start"]) :]
+    assert result.metrics["signal_bars"] == (signals["side"] != 0).sum()
+    assert result.metrics["suppressed_signals"] == signals["suppressed"].sum() > 0
+    assert "more suppressed by the confidence threshold" in result.summary()
+
+
+def test_bad_trade_settings_are_refused():
+    with pytest.raises(ConfigError, match="strategy.max_holding_bars=0 must be >= 1"):
+        MLStrategy(max_holding_bars=0)
+    with pytest.raises(ConfigError, match="confidence_sl_adjustment"):
+        MLStrategy(confidence_sl_adjustment=1.5)
 
 
 def test_alias_and_full_uri_select_the_model(production_model, fresh):

@@ -38,7 +38,7 @@ def test_run_holds_params_metrics_artifacts_dataset_and_tags(trained, store):
     run = client.get_run(trained.run_id)
     params = run.data.params
     assert params["model.max_depth"] == "10" and params["model.min_samples_split"] == "20"
-    assert params["split.train_ratio"] == "0.8" and params["labels.horizon"] == "1"
+    assert params["split.train_ratio"] == "0.8" and params["labels.horizon"] == "24"
     assert params["features.ema_periods"] == "[5, 9, 20, 50]"
     assert params["mlflow.registered_model_name"] == "baseline_rf"
     assert set(run.data.metrics) >= METRICS
@@ -76,7 +76,7 @@ def test_registered_version_loads_back_and_predicts_the_same(trained, store, com
     meta = loaded.trademl
     assert meta["feature_names"] == trained.feature_names
     assert meta["features"]["ema_periods"] == [5, 9, 20, 50]
-    assert meta["labels"]["horizon"] == 1 and meta["label_mapping"]["LONG"] == 2
+    assert meta["labels"]["horizon"] == 24 and meta["label_mapping"]["LONG"] == 2
     from trademl.prepare import prepare_data_for_ml
     from trademl.synthetic import generate_ohlcv
 

@@ -278,7 +278,26 @@ class BacktestResult:
             f"(buy & hold {b['total_return']:+.2%}), Sharpe {m['sharpe']:.2f}, "
             f"max drawdown {m['max_drawdown']:.2%}, win rate {known(m['win_rate'], '.1%')}, "
             f"profit factor {known(m['profit_factor'], '.2f')}, exposure {m['exposure']:.1%}"
+            + _signals_text(m)
         )
+
+
+def _signal_counts(frame: pd.DataFrame) -> dict[str, float]:
+    """Bars with a LONG/SHORT signal in the traded window, and (for a strategy that reports
+    them, such as MLStrategy) predictions the confidence threshold turned into FLAT."""
+    out = {"signal_bars": float((frame["side"] != 0).sum())}
+    if "suppressed" in frame:
+        out["suppressed_signals"] = float(frame["suppressed"].fillna(False).astype(bool).sum())
+    return out
+
+
+def _signals_text(m: dict[str, float]) -> str:
+    if "signal_bars" not in m:
+        return ""
+    text = f", {int(m['signal_bars'])} signal bars"
+    if m.get("suppressed_signals"):
+        text += f" ({int(m['suppressed_signals'])} more suppressed by the confidence threshold)"
+    return text
 
 
 class Backtest:
@@ -328,6 +347,8 @@ class Backtest:
             float(slippage_bps),
         )
         self.risk = coerce_config(risk, RiskConfig, name="risk")
+        if max_holding_bars is None:  # an ML strategy's holding limit: its labels' horizon
+            max_holding_bars = getattr(strategy, "max_holding_bars", None)
         self.on_opposite, self.max_holding_bars = on_opposite, max_holding_bars
         self.start = self._start_position(start)
         self.periods_per_year = periods_per_year
@@ -412,6 +433,7 @@ class Backtest:
         bench_equity = self.cash * close / close.iloc[0]
         ppy = self.periods_per_year or observed_periods_per_year(idx)  # the whole data's rate
         metrics = performance_metrics(equity_s, trades, position_s, periods_per_year=ppy)
+        metrics.update(_signal_counts(frame.iloc[self.start :]))
         benchmark = performance_metrics(
             bench_equity, None, pd.Series(1, index=close.index), periods_per_year=ppy
         )

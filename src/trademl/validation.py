@@ -32,8 +32,7 @@ HEADLINE = ("val_balanced_accuracy", "val_log_loss", "val_ic", "val_rank_ic")
 def selection_metrics() -> list[str]:
     """The metrics a sweep may optimise: validation scores (and ``train_accuracy``)."""
     return [
-        m.replace("test_", "val_", 1) if m.startswith("test_") else m
-        for m in optimizable_metrics()
+        m.replace("test_", "val_", 1) if m.startswith("test_") else m for m in optimizable_metrics()
     ]
 
 

@@ -7,6 +7,7 @@ a ``_target_`` node; feeds are a list of ``{symbol, type: replay|follow|<class p
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import importlib
 import logging
 import time
@@ -195,6 +196,8 @@ def _assemble(cfg, live, symbols, feeds, journal, execution, risk, mlflow_settin
         if "n_jobs" in clf.get_params():
             clf.set_params(n_jobs=1)  # one row per decision: threads only add latency
         _check_out_of_sample(model, feeds, journal, bool(live.get("allow_in_sample")))
+        if execution.max_holding_bars is None:  # the model's label horizon, as in a backtest
+            execution = dataclasses.replace(execution, max_holding_bars=strategy.max_holding_bars)
     log_run = bool(cfg.get("log_to_mlflow", True))
     settings, experiment_id = setup_tracking(mlflow_settings) if log_run else (None, None)
     traders = [

@@ -45,9 +45,14 @@ class MLStrategy(BaseStrategy):
         are changed; if the result no longer gives the model's columns, loading fails.
     tracking_uri
         The store to load from (``mlflow.tracking_uri`` of the config).
-    sl_atr_mult, tp_atr_mult, confidence_sl_adjustment, atr_period
+    sl_atr_mult, tp_atr_mult, confidence_sl_adjustment, atr_period, max_holding_bars
         Stop and target distances in ATRs (the names the labels and the walk-forward signal
-        use too; see :func:`trademl.inference.calculate_signal_strength`).
+        use too; see :func:`trademl.inference.calculate_signal_strength`) and the holding
+        limit in bars. ``None`` (the default) trades what the model learned: the ATR
+        multiples, ATR period and horizon of the labels stored with the model (a triple
+        barrier's exact barriers; a forward return's horizon, with its label config's stop
+        and target as protection), and no confidence adjustment of the stop (the labels'
+        barriers are fixed). A value that differs from the model's is used, with a warning.
 
     The model is loaded on first use and cached; :meth:`refresh` reloads it when the
     reference now points to another version.
@@ -65,27 +70,37 @@ class MLStrategy(BaseStrategy):
         alias: str | None = None,
         model_uri: str | None = None,
         tracking_uri: str | None = None,
-        sl_atr_mult: float = 1.5,
-        tp_atr_mult: float = 3.0,
-        confidence_sl_adjustment: float = 0.3,
-        atr_period: int = 14,
+        sl_atr_mult: float | None = None,
+        tp_atr_mult: float | None = None,
+        confidence_sl_adjustment: float | None = None,
+        atr_period: int | None = None,
+        max_holding_bars: int | None = None,
     ) -> None:
         if not 0.0 < float(min_confidence) <= 1.0:
             raise ConfigError(f"min_confidence={min_confidence!r} must be in (0, 1]")
-        if sl_atr_mult <= 0 or tp_atr_mult <= 0 or not 0 <= confidence_sl_adjustment < 1:
-            raise ConfigError(
-                "strategy: ATR multiples must be > 0 and confidence_sl_adjustment in [0, 1)"
-            )
+        _check_trade_settings(
+            {
+                "sl_atr_mult": sl_atr_mult,
+                "tp_atr_mult": tp_atr_mult,
+                "confidence_sl_adjustment": confidence_sl_adjustment,
+                "atr_period": atr_period,
+                "max_holding_bars": max_holding_bars,
+            }
+        )
         self.model_name = model_name
         self.min_confidence = float(min_confidence)
         self.feature_config = dict(feature_config or {})
         self.stage, self.alias = stage, alias
         self.model_uri = model_uri
         self.tracking_uri = tracking_uri
-        self.sl_atr_mult = float(sl_atr_mult)
-        self.tp_atr_mult = float(tp_atr_mult)
-        self.confidence_sl_adjustment = float(confidence_sl_adjustment)
-        self.atr_period = int(atr_period)
+        self._asked = {
+            "sl_atr_mult": sl_atr_mult,
+            "tp_atr_mult": tp_atr_mult,
+            "confidence_sl_adjustment": confidence_sl_adjustment,
+            "atr_period": atr_period,
+            "max_holding_bars": max_holding_bars,
+        }
+        self.trade: dict[str, Any] = {}  # the settings traded with, once the model is loaded
         self._loaded: LoadedModel | None = None
         self._features: FeatureConfig | None = None
         self.name = f"ml_strategy[{self.uri}]"
@@ -104,6 +119,7 @@ class MLStrategy(BaseStrategy):
         if self._loaded is None:
             loaded = load_model(self.uri, tracking_uri=self.tracking_uri)
             self._features = self._feature_config(loaded)
+            self.trade = self._trade_settings(loaded)
             self._loaded = loaded
             log.info("MLStrategy loaded %s (version %s)", self.uri, loaded.version)
         return self._loaded
@@ -148,6 +164,42 @@ class MLStrategy(BaseStrategy):
             )
         return merged
 
+    def _trade_settings(self, loaded: LoadedModel) -> dict[str, Any]:
+        """Stops, target, ATR period and holding limit: the model's labels', or the ones
+        asked for (with a warning where they differ from what the model learned)."""
+        learned = learned_trade(loaded.trademl.get("labels"))
+        out = {}
+        for key, asked in self._asked.items():
+            model_value = learned.get(key) if learned else None
+            if asked is None:
+                out[key] = model_value if learned else _LEGACY[key]
+                continue
+            out[key] = asked
+            if learned and asked != model_value:
+                log.warning(
+                    "%s: %s=%s differs from the model's %s (%s labels): the strategy does not "
+                    "trade what the model learned",
+                    self.uri,
+                    key,
+                    asked,
+                    model_value,
+                    learned["method"],
+                )
+        if not learned:
+            log.warning(
+                "%s stores no label settings (an older trademl); trading with stops %s/%s ATR",
+                self.uri,
+                out["sl_atr_mult"],
+                out["tp_atr_mult"],
+            )
+        return out
+
+    def __getattr__(self, name: str) -> Any:
+        if name in _TRADE_KEYS:  # sl_atr_mult, ..., max_holding_bars: known once loaded
+            self.load()
+            return self.trade[name]
+        raise AttributeError(name)
+
     # -- signals ------------------------------------------------------------------------------
     @property
     def min_bars(self) -> int:
@@ -181,6 +233,51 @@ class MLStrategy(BaseStrategy):
         return self._signals(df, last_only=True).iloc[-1]
 
 
+_TRADE_KEYS = (
+    "sl_atr_mult",
+    "tp_atr_mult",
+    "confidence_sl_adjustment",
+    "atr_period",
+    "max_holding_bars",
+)
+# A model without stored labels (trained before they were stored): the old defaults.
+_LEGACY = {
+    "sl_atr_mult": 1.5,
+    "tp_atr_mult": 3.0,
+    "confidence_sl_adjustment": 0.3,
+    "atr_period": 14,
+    "max_holding_bars": None,
+}
+
+
+def learned_trade(labels: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The trade a model's labels describe: entry at the next open, the label's stop and
+    target in ATRs of its ATR period, exit after ``horizon`` bars (``None`` without labels).
+    """
+    if not isinstance(labels, dict) or "horizon" not in labels:
+        return None
+    return {
+        "method": labels.get("method", "forward_return"),
+        "sl_atr_mult": float(labels.get("sl_atr_mult", 1.5)),
+        "tp_atr_mult": float(labels.get("tp_atr_mult", 3.0)),
+        "confidence_sl_adjustment": 0.0,
+        "atr_period": int(labels.get("atr_period", 14)),
+        "max_holding_bars": int(labels["horizon"]),
+    }
+
+
+def _check_trade_settings(values: dict[str, Any]) -> None:
+    for key in ("sl_atr_mult", "tp_atr_mult"):
+        if values[key] is not None and not float(values[key]) > 0:
+            raise ConfigError(f"strategy.{key}={values[key]!r} must be > 0")
+    adj = values["confidence_sl_adjustment"]
+    if adj is not None and not 0 <= float(adj) < 1:
+        raise ConfigError(f"strategy.confidence_sl_adjustment={adj!r} must be in [0, 1)")
+    for key, low in (("atr_period", 2), ("max_holding_bars", 1)):
+        if values[key] is not None and int(values[key]) < low:
+            raise ConfigError(f"strategy.{key}={values[key]!r} must be >= {low}")
+
+
 def model_signals(
     model: Any,
     df: pd.DataFrame,
@@ -196,8 +293,9 @@ def model_signals(
     """Causal signals of a fitted classifier for every bar of ``df`` (warm-up bars: side 0).
 
     Columns: side (-1/0/1), confidence, p_SHORT, p_FLAT, p_LONG, sl_distance, tp_distance,
-    atr, entry_price (the close the decision is taken on). ``last_only`` returns the last
-    bar's row only (one prediction instead of one per bar).
+    atr, entry_price (the close the decision is taken on), suppressed (the most likely class
+    was LONG or SHORT but below ``min_confidence``, so the side is 0). ``last_only`` returns
+    the last bar's row only (one prediction instead of one per bar).
     """
     X = build_feature_matrix(df, features)
     if last_only:
@@ -223,4 +321,7 @@ def model_signals(
     out["entry_price"] = close
     out.loc[np.isnan(atr), "side"] = 0
     out["side"] = out["side"].fillna(0).astype(np.int8)
+    best_side = out[["p_SHORT", "p_FLAT", "p_LONG"]].fillna(0.0).to_numpy().argmax(axis=1) - 1
+    out["suppressed"] = (best_side != 0) & (out["side"].to_numpy() == 0) & ~np.isnan(atr)
+    out.loc[out["confidence"].isna(), "suppressed"] = False
     return out.iloc[-1:] if last_only else out
