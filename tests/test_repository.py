@@ -68,6 +68,11 @@ def _group_keys(conf: Path) -> dict[str, set[str]]:
     for option in conf.glob("*/*.yaml"):
         data = yaml.safe_load(option.read_text()) or {}
         keys.setdefault(option.parent.name, set()).update(data)
+    for option in conf.glob("*/*/*.yaml"):  # nested groups (backtest/costs): their package
+        text = option.read_text()
+        package = re.search(r"#\s*@package\s+(\w+)", text)
+        group = package.group(1) if package else option.parent.parent.name
+        keys.setdefault(group, set()).update(yaml.safe_load(text) or {})
     for top in conf.glob("*.yaml"):
         data = yaml.safe_load(top.read_text()) or {}
         for group, value in data.items():

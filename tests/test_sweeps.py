@@ -8,9 +8,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from trademl.cli import main as cli
+from trademl.safeguards_stats import deflated_sharpe_ratio
 from trademl.sweep import SEALED_TEST_METRICS
 
 from .conftest import client_for, fast_overrides
@@ -83,6 +85,20 @@ def test_multirun_gives_child_runs_under_one_parent_holding_the_best(store, tmp_
         sealed["test_balanced_accuracy"]
     )
     assert "its test balanced accuracy" in proc.stdout
+    # the deflated Sharpe ratio of the selected trial's validation backtest, over 2 trials
+    srs = [c.data.metrics["val_bt_sr"] for c in children]
+    m = best.data.metrics
+    expected = deflated_sharpe_ratio(
+        m["val_bt_sr"],
+        int(m["val_bt_bars"]),
+        m["val_bt_skew"],
+        m["val_bt_kurt"],
+        2,
+        float(np.var(srs, ddof=1)),
+    )
+    assert parent.data.metrics["selected_val_bt_dsr"] == pytest.approx(expected)
+    assert 0 <= expected <= m["val_bt_psr"] <= 1  # deflating never helps
+    assert "deflated Sharpe of its validation backtest over 2 trials" in proc.stdout
     assert parent.info.status == "FINISHED"
     assert {c.data.tags["model_type"] for c in children} == {"random_forest", "logistic_regression"}
 

@@ -69,6 +69,31 @@ def test_run_holds_params_metrics_artifacts_dataset_and_tags(trained, store):
     assert dataset.dataset.digest and "last_timestamp" in input_tags
 
 
+def test_validation_scores_and_periods_are_recorded(trained, store):
+    m = trained.metrics
+    # the validation segment (holdout): val_* as the test metrics, and its backtest
+    assert {k.replace("test_", "val_", 1) for k in METRICS if k.startswith("test_")} <= set(m)
+    assert {"val_bt_sharpe", "val_bt_trades", "val_bt_sr", "val_bt_psr"} <= set(m)
+    split = trained.report["split"]
+    assert split["validation"] == "holdout" and split["validation_rows"] > 0
+    meta = load_model(trained.model_uri, tracking_uri=store["uri"]).trademl
+    assert meta["validation"] == "holdout"
+    assert meta["train_end"] < meta["validation_start"] < meta["validation_end"]
+    assert meta["validation_end"] < meta["train_labels_end"] < meta["test_start"]
+    assert "validation (holdout, for selection)" in trained.summary()
+    assert "test (scored once, never selected on)" in trained.summary()
+
+
+def test_cross_validated_training(store, compose):
+    result = train(
+        compose(fast_overrides(store, "split.validation=purged_kfold", "split.cv_folds=3"))
+    )
+    m = result.metrics
+    assert m["val_splits"] == 3 and "val_balanced_accuracy_std" in m
+    assert not any(k.startswith("val_bt_") for k in m)  # no single validation period to trade
+    assert result.report["split"]["validation_rows"] == 0
+
+
 def test_registered_version_loads_back_and_predicts_the_same(trained, store, compose):
     assert trained.model_uri == "models:/baseline_rf/1"
     loaded = load_model(trained.model_uri, tracking_uri=store["uri"])

@@ -19,7 +19,7 @@ from trademl.features import (
 )
 from trademl.labels import LABEL_TO_INT, LABELS, LabelConfig, align_data_for_training
 from trademl.prepare import PreparedData, prepare_data_for_ml
-from trademl.splits import SplitConfig, split_train_test, walk_forward_folds
+from trademl.splits import SplitConfig, purged_cv_splits, split_train_test, walk_forward_folds
 from trademl.synthetic import generate_ohlcv
 
 __version__ = "0.1.0"
@@ -40,6 +40,9 @@ _LAZY = {
     "RiskEngine": "trademl.risk",
     "RiskConfig": "trademl.risk",
     "Backtest": "trademl.backtest",
+    "check_lookahead": "trademl.lookahead",
+    "LookaheadReport": "trademl.lookahead",
+    "compute_safeguards": "trademl.safeguards",
 }
 
 
@@ -77,6 +80,7 @@ __all__ = [
     "generate_ohlcv",
     "load_ohlcv_data",
     "prepare_data_for_ml",
+    "purged_cv_splits",
     "split_train_test",
     "validate_ohlcv",
     "walk_forward_folds",

@@ -27,6 +27,8 @@ MOVED_KEYS: dict[str, str] = {
     "strategy.params.base_tp_atr_mult": "was renamed strategy.params.tp_atr_mult",
     "signal.base_sl_atr_mult": "was renamed signal.sl_atr_mult",
     "signal.base_tp_atr_mult": "was renamed signal.tp_atr_mult",
+    "backtest.costs": "is a config group, not a key: choose a preset with backtest/costs=NAME "
+    "(crypto, fx_major, us_equity)",
 }
 
 

@@ -51,16 +51,28 @@ def _positive(label: str, value: float | None, *, allow_zero: bool = False) -> N
 
 @dataclass(frozen=True)
 class EvaluationSettings:
-    """``evaluation``: permutation importance and the importance plot."""
+    """``evaluation``: permutation importance, the importance plot, and the validation
+    backtest (the model's trade on the validation segment, for the sweep's deflated Sharpe)."""
 
     permutation_repeats: int = 3
     permutation_max_rows: int = 2000
     top_features_plot: int = 20
+    validation_backtest: bool = True
+    min_confidence: float = 0.55
+    fees_bps: float = 10.0
+    slippage_bps: float = 2.0
 
     def __post_init__(self) -> None:
         _positive("evaluation.permutation_repeats", self.permutation_repeats, allow_zero=True)
         _positive("evaluation.permutation_max_rows", self.permutation_max_rows)
         _positive("evaluation.top_features_plot", self.top_features_plot)
+        if not 0 < self.min_confidence <= 1:
+            raise ConfigError(
+                f"evaluation.min_confidence={self.min_confidence!r} must be in (0, 1]"
+            )
+        for key in ("fees_bps", "slippage_bps"):
+            if not 0 <= getattr(self, key) < 1000:
+                raise ConfigError(f"evaluation.{key}={getattr(self, key)!r} must be in [0, 1000)")
 
 
 @dataclass(frozen=True)

@@ -99,6 +99,7 @@ class MlflowSweepCallback(Callback):
                 {f"best_{metric}": best.data.metrics[metric]}
                 | {f"best.{k}": v for k, v in best.data.metrics.items() if k.startswith("val_")}
                 | {f"selected_{k}": v for k, v in test.items()}
+                | deflated_sharpe(best, runs)
             )
             parent.set_tags(
                 {
@@ -110,14 +111,54 @@ class MlflowSweepCallback(Callback):
                 }
             )
             shown = test.get("test_balanced_accuracy")
+            dsr = deflated_sharpe(best, runs).get("selected_val_bt_dsr")
             print(
                 f"sweep: {len(runs)} runs under parent {parent.run_id}; best {metric} = "
                 f"{best.data.metrics[metric]:.4f} in run {best.info.run_id} "
                 f"({best.data.tags.get('hydra_overrides', '')})"
                 + (f"; its test balanced accuracy {shown:.4f}" if shown is not None else "")
+                + (
+                    f"; deflated Sharpe of its validation backtest over {len(runs)} trials "
+                    f"{dsr:.3f}"
+                    if dsr is not None and dsr == dsr
+                    else ""
+                )
             )
         failed = [r for r in runs if r.info.status != "FINISHED"]
         parent.end("FAILED" if failed or best is None else "FINISHED")
+
+
+def deflated_sharpe(best, runs) -> dict[str, float]:
+    """The selected trial's validation-backtest Sharpe ratio deflated by the number of trials
+    (Bailey & López de Prado): the probability that its true Sharpe ratio beats the best of
+    that many trials with no skill, given the spread of the trials' Sharpe ratios."""
+    import math
+
+    import numpy as np
+
+    from trademl.safeguards_stats import deflated_sharpe_ratio
+
+    srs = [r.data.metrics.get("val_bt_sr", math.nan) for r in runs]
+    srs = [v for v in srs if math.isfinite(v)]
+    m = best.data.metrics
+    needed = ("val_bt_sr", "val_bt_bars", "val_bt_skew", "val_bt_kurt")
+    if not srs or not all(math.isfinite(m.get(k, math.nan)) for k in needed):
+        return {}  # no validation backtest (cross-validation, or no trade varied the equity)
+    variance = float(np.var(srs, ddof=1)) if len(srs) > 1 else 0.0
+    dsr = deflated_sharpe_ratio(
+        m["val_bt_sr"],
+        int(m["val_bt_bars"]),
+        m["val_bt_skew"],
+        m["val_bt_kurt"],
+        len(srs),
+        variance,
+    )
+    return {
+        "selected_val_bt_dsr": dsr,
+        "selected_val_bt_psr": m.get("val_bt_psr", math.nan),
+        "trials_val_bt_sr_variance": variance,
+        "trials_with_val_bt": float(len(srs)),
+    }
 
 
 def _sealed_test_metrics(client, run_id: str) -> dict[str, float]:

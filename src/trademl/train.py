@@ -48,7 +48,7 @@ from trademl.tracking import (
     signals_raise,
 )
 from trademl.tracking.model_files import log_model, register_version
-from trademl.validation import validation_metrics
+from trademl.validation import validation_backtest, validation_metrics
 
 __all__ = ["CONFIG_DIR", "TrainResult", "compose_config", "main", "train", "train_pipeline"]
 
@@ -195,6 +195,7 @@ def train(cfg: DictConfig) -> TrainResult:
                 check_trusted_types(model, spec.trusted_types)
             with stage("validate"):
                 validation = validation_metrics(data, model, spec, seed)
+                validation.update(validation_backtest(data, model, ev_cfg))
             with stage("evaluate"):
                 evaluation = evaluate(
                     model,

@@ -15,6 +15,7 @@ Metric names are the test metrics' with ``val_`` for ``test_`` (:func:`selection
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import Any
 
 import numpy as np
@@ -24,7 +25,7 @@ from sklearn.pipeline import Pipeline
 from trademl.evaluation import class_probabilities, optimizable_metrics, probability_metrics
 from trademl.prepare import PreparedData
 
-__all__ = ["HEADLINE", "selection_metrics", "validation_metrics"]
+__all__ = ["HEADLINE", "selection_metrics", "validation_backtest", "validation_metrics"]
 
 HEADLINE = ("val_balanced_accuracy", "val_log_loss", "val_ic", "val_rank_ic")
 
@@ -65,3 +66,53 @@ def validation_metrics(data: PreparedData, model: Pipeline, spec: Any, seed: int
     out.update({f"{k}_std": float(table[k].std(ddof=1)) for k in HEADLINE if k in table})
     out["val_splits"] = float(len(per_split))
     return out
+
+
+def validation_backtest(data: PreparedData, model: Pipeline, settings: Any) -> dict[str, float]:
+    """The model's trade on the validation segment (``holdout`` only, else ``{}``).
+
+    Signals as :class:`~trademl.strategies.MLStrategy` makes them with the labels' stop,
+    target and horizon (:func:`~trademl.strategies.ml_strategy.learned_trade`) at
+    ``settings.min_confidence``, backtested from the first validation bar to the last with
+    ``settings.fees_bps`` / ``slippage_bps``. ``val_bt_sr``, ``val_bt_skew``, ``val_bt_kurt``
+    and ``val_bt_bars`` are the per-bar Sharpe ratio and moments of its returns, which the
+    sweep's parent deflates by the number of trials.
+    """
+    from trademl.backtest import Backtest
+    from trademl.safeguards_stats import probabilistic_sharpe_ratio, return_moments
+    from trademl.strategies.ml_strategy import learned_trade, model_signals
+
+    if data.validation != "holdout" or not len(data.X_val) or not settings.validation_backtest:
+        return {}
+    trade = learned_trade(asdict(data.labels))
+    candles = data.candles.loc[: data.X_val.index[-1]]
+    signals = model_signals(
+        model,
+        candles,
+        data.features,
+        min_confidence=settings.min_confidence,
+        sl_atr_mult=trade["sl_atr_mult"],
+        tp_atr_mult=trade["tp_atr_mult"],
+        confidence_sl_adjustment=trade["confidence_sl_adjustment"],
+        atr_period=trade["atr_period"],
+    )
+    result = Backtest(
+        candles,
+        signals,
+        fees_bps=settings.fees_bps,
+        slippage_bps=settings.slippage_bps,
+        max_holding_bars=trade["max_holding_bars"],
+        start=data.X_val.index[0],
+    ).run()
+    m = result.metrics
+    sr, n, skew, kurt = return_moments(result.equity.pct_change().dropna().to_numpy())
+    return {
+        "val_bt_total_return": m["total_return"],
+        "val_bt_sharpe": m["sharpe"],
+        "val_bt_trades": m["trades"],
+        "val_bt_sr": sr,
+        "val_bt_bars": float(n),
+        "val_bt_skew": skew,
+        "val_bt_kurt": kurt,
+        "val_bt_psr": probabilistic_sharpe_ratio(sr, n, skew, kurt),
+    }
