@@ -186,3 +186,32 @@ def test_compare_runs_notebook_runs_on_a_real_store(production_model):
     assert proc.returncode == 0, proc.stderr
     assert production_model["result"].run_id in proc.stdout
     assert "random_forest" in proc.stdout and "baseline_rf" in proc.stdout
+
+
+def test_crypto_costs_on_market_hours_data_are_flagged(tmp_path, caplog):
+    """FX candles (closed at weekends) with the crypto preset's 10 bps: a warning names the
+    preset that fits; with backtest/costs=fx_major there is none."""
+    from trademl import generate_ohlcv
+    from trademl.backtest_run import cost_mismatch
+
+    from .conftest import write_csv
+
+    candles = generate_ohlcv(1500, seed=3, start="2025-01-06")
+    fx = candles[candles.index.day_of_week < 5]  # no weekend bars: inferred 24/5 or weekdays
+    path = write_csv(fx, tmp_path / "fx.csv")
+    base = [
+        "strategy=scalping_ema_rsi",
+        "data=csv",
+        f"data.path={path}",
+        "log_to_mlflow=false",
+        "backtest.safeguards.enabled=false",
+    ]
+    with caplog.at_level("WARNING"):
+        out = run_backtest(compose_config(base, config_name="backtest"))
+    assert out.result.settings["calendar"] in ("24/5", "weekdays")
+    assert "(the crypto preset)" in caplog.text and "backtest/costs=" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        run_backtest(compose_config([*base, "backtest/costs=fx_major"], config_name="backtest"))
+    assert "crypto preset" not in caplog.text
+    assert cost_mismatch("24/7", 10.0) == "" and "us_equity" in cost_mismatch("weekdays", 10)

@@ -126,8 +126,11 @@ def run_backtest(cfg: DictConfig) -> BacktestRun:
     settings, experiment_id = setup_tracking(checked["mlflow"]) if log_run else (None, None)
     with signals_raise(), _open_run(settings, experiment_id, strategy, model) as rec:
         raw = load()
-        candles, _ = clean_ohlcv_data(raw, cleaning)
+        candles, report = clean_ohlcv_data(raw, cleaning)
         candles.attrs["source"] = raw.attrs.get("source", "data")
+        costs_note = cost_mismatch(report.calendar, bt_cfg["fees_bps"])
+        if costs_note:
+            log.warning("%s", costs_note)
         if bt_cfg.get("end"):
             candles = candles.loc[: pd.Timestamp(bt_cfg["end"])]
         start, check = _window(bt_cfg, model, candles)
@@ -137,6 +140,7 @@ def run_backtest(cfg: DictConfig) -> BacktestRun:
         backtest = Backtest.from_settings(candles, strategy, bt_cfg, risk=risk, start=start)
         result = backtest.run()
         result.note = check.note() if check is not None else ""
+        result.settings["calendar"] = report.calendar
         guard = checked["backtest"].safeguards
         safeguards = None
         if guard.enabled:
@@ -160,6 +164,19 @@ def run_backtest(cfg: DictConfig) -> BacktestRun:
         strategy=strategy,
         in_sample_overlap=overlap,
         safeguards=safeguards,
+    )
+
+
+def cost_mismatch(calendar: str | None, fees_bps: float) -> str:
+    """A warning when the costs are the crypto preset's but the candles keep market hours
+    (FX 24/5, exchange weekdays): those markets cost a fraction of it (``""`` otherwise)."""
+    if calendar not in ("24/5", "weekdays") or fees_bps < 5:
+        return ""
+    preset = "fx_major" if calendar == "24/5" else "us_equity"
+    return (
+        f"the candles keep {calendar} market hours but the fees are {fees_bps:g} bps per side "
+        f"(the crypto preset): results will look worse than that market costs; choose "
+        f"backtest/costs={preset} (or set backtest.fees_bps to your venue's)"
     )
 
 
