@@ -122,6 +122,8 @@ def test_bad_trade_settings_are_refused():
         MLStrategy(max_holding_bars=0)
     with pytest.raises(ConfigError, match="confidence_sl_adjustment"):
         MLStrategy(confidence_sl_adjustment=1.5)
+    with pytest.raises(ConfigError, match="or 'validated'"):
+        MLStrategy(min_confidence="best")
 
 
 def test_alias_and_full_uri_select_the_model(production_model, fresh):

@@ -84,6 +84,42 @@ def test_validation_scores_and_periods_are_recorded(trained, store):
     assert "test (scored once, never selected on)" in trained.summary()
 
 
+def test_the_confidence_threshold_is_selected_on_validation(trained, store):
+    import pandas as pd
+
+    from trademl import ModelError
+    from trademl.strategies import MLStrategy
+    from trademl.validation import MIN_VALIDATED_TRADES
+
+    client = client_for(store)
+    path = client.download_artifacts(trained.run_id, "evaluation/validation_thresholds.csv")
+    table = pd.read_csv(path)
+    assert list(table.columns) == [
+        "min_confidence",
+        "signal_bars",
+        "trades",
+        "total_return",
+        "sharpe",
+    ]
+    assert table["signal_bars"].is_monotonic_decreasing  # a higher threshold never adds signals
+    meta = load_model(trained.model_uri, tracking_uri=store["uri"]).trademl
+    enough = table[table["trades"] >= MIN_VALIDATED_TRADES]
+    chosen = meta["validated_min_confidence"]
+    row = table[table["min_confidence"] == 0.55].iloc[0]
+    assert trained.metrics["val_bt_sharpe"] == pytest.approx(row["sharpe"])
+    strategy = MLStrategy(
+        model_uri=trained.model_uri, tracking_uri=store["uri"], min_confidence="validated"
+    )
+    if len(enough):
+        assert chosen == enough.loc[enough["sharpe"].idxmax(), "min_confidence"]
+        strategy.load()
+        assert strategy.min_confidence == chosen
+    else:
+        assert chosen is None
+        with pytest.raises(ModelError, match="no confidence threshold selected on validation"):
+            strategy.load()
+
+
 def test_cross_validated_training(store, compose):
     result = train(
         compose(fast_overrides(store, "split.validation=purged_kfold", "split.cv_folds=3"))
@@ -92,6 +128,14 @@ def test_cross_validated_training(store, compose):
     assert m["val_splits"] == 3 and "val_balanced_accuracy_std" in m
     assert not any(k.startswith("val_bt_") for k in m)  # no single validation period to trade
     assert result.report["split"]["validation_rows"] == 0
+    from trademl import ModelError
+    from trademl.strategies import MLStrategy
+
+    strategy = MLStrategy(
+        model_uri=result.model_uri, tracking_uri=store["uri"], min_confidence="validated"
+    )
+    with pytest.raises(ModelError, match="no confidence threshold selected on validation"):
+        strategy.load()
 
 
 def test_registered_version_loads_back_and_predicts_the_same(trained, store, compose):

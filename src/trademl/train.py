@@ -116,7 +116,12 @@ def _parent_run_id() -> str | None:
 
 
 def _model_metadata(
-    data: PreparedData, spec: ModelSpec, freq: str | None, data_config: dict[str, Any]
+    data: PreparedData,
+    spec: ModelSpec,
+    freq: str | None,
+    data_config: dict[str, Any],
+    *,
+    validated_min_confidence: float | None = None,
 ) -> dict[str, Any]:
     """What a strategy needs to rebuild the features from the registry URI alone, and what a
     backtest needs to know which bars the model learned from (:mod:`trademl.periods`)."""
@@ -134,6 +139,11 @@ def _model_metadata(
             "data_source": data.report["source"],
             "data_config": data_config,
             "validation": data.validation,
+            "validated_min_confidence": (
+                None
+                if validated_min_confidence is None or np.isnan(validated_min_confidence)
+                else float(validated_min_confidence)
+            ),
             **training_periods(
                 data.candles,
                 data.X_train.index,
@@ -195,7 +205,8 @@ def train(cfg: DictConfig) -> TrainResult:
                 check_trusted_types(model, spec.trusted_types)
             with stage("validate"):
                 validation = validation_metrics(data, model, spec, seed)
-                validation.update(validation_backtest(data, model, ev_cfg))
+                val_bt, thresholds = validation_backtest(data, model, ev_cfg)
+                validation.update(val_bt)
             with stage("evaluate"):
                 evaluation = evaluate(
                     model,
@@ -223,6 +234,7 @@ def train(cfg: DictConfig) -> TrainResult:
                     model,
                     evaluation,
                     top=ev_cfg.top_features_plot,
+                    thresholds=thresholds,
                 )
             if cfg.get("promote") and result.registered_version:
                 with stage("promote"):
@@ -288,7 +300,9 @@ class _Stages:
         self._bar.close()
 
 
-def _log_run(rec, cfg, settings, data, spec, model, evaluation, *, top) -> TrainResult:
+def _log_run(
+    rec, cfg, settings, data, spec, model, evaluation, *, top, thresholds=None
+) -> TrainResult:
     container = OmegaConf.to_container(cfg, resolve=True)
     params = config_params(container)
     name = settings.registered_model_name if cfg.get("register", True) else None
@@ -303,6 +317,8 @@ def _log_run(rec, cfg, settings, data, spec, model, evaluation, *, top) -> Train
     )
     rec.log_text(OmegaConf.to_yaml(container), "config.yaml")
     rec.log_dict(data.report, "data_report.json")
+    if thresholds is not None:  # the validation backtest at each confidence threshold
+        rec.log_text(thresholds.to_csv(index=False), "evaluation/validation_thresholds.csv")
     rec.log_dataset(data.candles)
     if _sweep_job() is not None:
         # A trial's test score is sealed: not a run metric, so nothing (the sweeper, a sort in
@@ -318,7 +334,11 @@ def _log_run(rec, cfg, settings, data, spec, model, evaluation, *, top) -> Train
         signature=infer_signature(sample, model.predict(sample)),
         input_example=sample,
         metadata=_model_metadata(
-            data, spec, data.report["cleaning"].get("freq"), _data_config(cfg.data)
+            data,
+            spec,
+            data.report["cleaning"].get("freq"),
+            _data_config(cfg.data),
+            validated_min_confidence=evaluation.metrics.get("val_bt_best_min_confidence"),
         ),
         trusted_types=spec.trusted_types,
         pip_requirements=[

@@ -25,7 +25,14 @@ from sklearn.pipeline import Pipeline
 from trademl.evaluation import class_probabilities, optimizable_metrics, probability_metrics
 from trademl.prepare import PreparedData
 
-__all__ = ["HEADLINE", "selection_metrics", "validation_backtest", "validation_metrics"]
+__all__ = [
+    "HEADLINE",
+    "MIN_VALIDATED_TRADES",
+    "THRESHOLDS",
+    "selection_metrics",
+    "validation_backtest",
+    "validation_metrics",
+]
 
 HEADLINE = ("val_balanced_accuracy", "val_log_loss", "val_ic", "val_rank_ic")
 
@@ -68,45 +75,80 @@ def validation_metrics(data: PreparedData, model: Pipeline, spec: Any, seed: int
     return out
 
 
-def validation_backtest(data: PreparedData, model: Pipeline, settings: Any) -> dict[str, float]:
-    """The model's trade on the validation segment (``holdout`` only, else ``{}``).
+THRESHOLDS = (0.34, 0.4, 0.45, 0.5, 0.55, 0.6, 0.65, 0.7, 0.8)
+MIN_VALIDATED_TRADES = 10  # fewer trades than this say nothing about a threshold
+
+
+def validation_backtest(
+    data: PreparedData, model: Pipeline, settings: Any
+) -> tuple[dict[str, float], pd.DataFrame | None]:
+    """The model's trade on the validation segment (``holdout`` only, else ``({}, None)``).
 
     Signals as :class:`~trademl.strategies.MLStrategy` makes them with the labels' stop,
-    target and horizon (:func:`~trademl.strategies.ml_strategy.learned_trade`) at
-    ``settings.min_confidence``, backtested from the first validation bar to the last with
-    ``settings.fees_bps`` / ``slippage_bps``. ``val_bt_sr``, ``val_bt_skew``, ``val_bt_kurt``
-    and ``val_bt_bars`` are the per-bar Sharpe ratio and moments of its returns, which the
-    sweep's parent deflates by the number of trials.
+    target and horizon (:func:`~trademl.strategies.ml_strategy.learned_trade`), backtested from
+    the first validation bar to the last with ``settings.fees_bps`` / ``slippage_bps``:
+
+    * at ``settings.min_confidence``: ``val_bt_*`` metrics; ``val_bt_sr``, ``val_bt_skew``,
+      ``val_bt_kurt`` and ``val_bt_bars`` are the per-bar Sharpe ratio and moments of its
+      returns, which the sweep's parent deflates by the number of trials;
+    * at every threshold of :data:`THRESHOLDS`: a table (threshold, signal bars, trades,
+      total return, Sharpe), and ``val_bt_best_min_confidence``, the threshold with the best
+      validation Sharpe among those with at least :data:`MIN_VALIDATED_TRADES` trades (NaN if
+      none): the threshold selected on validation, which ``MLStrategy(min_confidence=
+      "validated")`` trades with.
     """
     from trademl.backtest import Backtest
     from trademl.safeguards_stats import probabilistic_sharpe_ratio, return_moments
     from trademl.strategies.ml_strategy import learned_trade, model_signals
 
     if data.validation != "holdout" or not len(data.X_val) or not settings.validation_backtest:
-        return {}
+        return {}, None
     trade = learned_trade(asdict(data.labels))
     candles = data.candles.loc[: data.X_val.index[-1]]
-    signals = model_signals(
+    signals = model_signals(  # every LONG/SHORT prediction; thresholds applied below
         model,
         candles,
         data.features,
-        min_confidence=settings.min_confidence,
+        min_confidence=1e-9,
         sl_atr_mult=trade["sl_atr_mult"],
         tp_atr_mult=trade["tp_atr_mult"],
-        confidence_sl_adjustment=trade["confidence_sl_adjustment"],
+        confidence_sl_adjustment=0.0,  # stops then do not depend on the threshold
         atr_period=trade["atr_period"],
     )
-    result = Backtest(
-        candles,
-        signals,
-        fees_bps=settings.fees_bps,
-        slippage_bps=settings.slippage_bps,
-        max_holding_bars=trade["max_holding_bars"],
-        start=data.X_val.index[0],
-    ).run()
+
+    def run(threshold: float):
+        frame = signals.copy()
+        frame.loc[frame["confidence"] < threshold, "side"] = 0
+        result = Backtest(
+            candles,
+            frame,
+            fees_bps=settings.fees_bps,
+            slippage_bps=settings.slippage_bps,
+            max_holding_bars=trade["max_holding_bars"],
+            start=data.X_val.index[0],
+        ).run()
+        return result
+
+    rows = []
+    for threshold in sorted({*THRESHOLDS, float(settings.min_confidence)}):
+        m = run(threshold).metrics
+        rows.append(
+            {
+                "min_confidence": threshold,
+                "signal_bars": m["signal_bars"],
+                "trades": m["trades"],
+                "total_return": m["total_return"],
+                "sharpe": m["sharpe"],
+            }
+        )
+    table = pd.DataFrame(rows)
+    enough = table[table["trades"] >= MIN_VALIDATED_TRADES]
+    best = float(enough.loc[enough["sharpe"].idxmax(), "min_confidence"]) if len(enough) else np.nan
+
+    result = run(float(settings.min_confidence))
     m = result.metrics
     sr, n, skew, kurt = return_moments(result.equity.pct_change().dropna().to_numpy())
-    return {
+    metrics = {
         "val_bt_total_return": m["total_return"],
         "val_bt_sharpe": m["sharpe"],
         "val_bt_trades": m["trades"],
@@ -115,4 +157,6 @@ def validation_backtest(data: PreparedData, model: Pipeline, settings: Any) -> d
         "val_bt_skew": skew,
         "val_bt_kurt": kurt,
         "val_bt_psr": probabilistic_sharpe_ratio(sr, n, skew, kurt),
+        "val_bt_best_min_confidence": best,
     }
+    return metrics, table

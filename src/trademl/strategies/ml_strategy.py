@@ -39,7 +39,9 @@ class MLStrategy(BaseStrategy):
         Registered model name; the model loaded is ``models:/NAME/STAGE`` (default
         ``Production``), ``models:/NAME@ALIAS`` when ``alias`` is given, or ``model_uri``.
     min_confidence
-        Below this probability of the best class the signal is FLAT.
+        Below this probability of the best class the signal is FLAT; ``"validated"`` takes
+        the threshold selected on the model's validation segment (the best validation-backtest
+        Sharpe ratio among thresholds with at least 10 trades, stored with the version).
     feature_config
         Overrides of the feature configuration stored with the model. Only the keys named
         are changed; if the result no longer gives the model's columns, loading fails.
@@ -63,7 +65,7 @@ class MLStrategy(BaseStrategy):
     def __init__(
         self,
         model_name: str = "baseline_rf",
-        min_confidence: float = 0.55,
+        min_confidence: float | str = 0.55,
         feature_config: dict | None = None,
         *,
         stage: str = "Production",
@@ -76,8 +78,11 @@ class MLStrategy(BaseStrategy):
         atr_period: int | None = None,
         max_holding_bars: int | None = None,
     ) -> None:
-        if not 0.0 < float(min_confidence) <= 1.0:
-            raise ConfigError(f"min_confidence={min_confidence!r} must be in (0, 1]")
+        if min_confidence != "validated" and not _is_probability(min_confidence):
+            raise ConfigError(
+                f"min_confidence={min_confidence!r} must be in (0, 1], or 'validated' (the "
+                "threshold selected on the model's validation segment)"
+            )
         _check_trade_settings(
             {
                 "sl_atr_mult": sl_atr_mult,
@@ -88,7 +93,8 @@ class MLStrategy(BaseStrategy):
             }
         )
         self.model_name = model_name
-        self.min_confidence = float(min_confidence)
+        self._min_confidence_asked = min_confidence
+        self.min_confidence = None if min_confidence == "validated" else float(min_confidence)
         self.feature_config = dict(feature_config or {})
         self.stage, self.alias = stage, alias
         self.model_uri = model_uri
@@ -120,6 +126,8 @@ class MLStrategy(BaseStrategy):
             loaded = load_model(self.uri, tracking_uri=self.tracking_uri)
             self._features = self._feature_config(loaded)
             self.trade = self._trade_settings(loaded)
+            if self._min_confidence_asked == "validated":
+                self.min_confidence = self._validated_threshold(loaded)
             self._loaded = loaded
             log.info("MLStrategy loaded %s (version %s)", self.uri, loaded.version)
         return self._loaded
@@ -163,6 +171,18 @@ class MLStrategy(BaseStrategy):
                 f"unexpected {extra[:5]}; remove the override or retrain"
             )
         return merged
+
+    def _validated_threshold(self, loaded: LoadedModel) -> float:
+        value = loaded.trademl.get("validated_min_confidence")
+        if value is None:
+            raise ModelError(
+                f"{self.uri} (version {loaded.version}) has no confidence threshold selected on "
+                "validation (trained with a split.validation other than holdout, without "
+                "evaluation.validation_backtest, with fewer than 10 validation trades at every "
+                "threshold, or by an older trademl); give min_confidence a number, e.g. 0.55"
+            )
+        log.info("%s: min_confidence %.2f, selected on validation", self.uri, value)
+        return float(value)
 
     def _trade_settings(self, loaded: LoadedModel) -> dict[str, Any]:
         """Stops, target, ATR period and holding limit: the model's labels', or the ones
@@ -264,6 +284,13 @@ def learned_trade(labels: dict[str, Any] | None) -> dict[str, Any] | None:
         "atr_period": int(labels.get("atr_period", 14)),
         "max_holding_bars": int(labels["horizon"]),
     }
+
+
+def _is_probability(value: Any) -> bool:
+    try:
+        return 0.0 < float(value) <= 1.0
+    except (TypeError, ValueError):
+        return False
 
 
 def _check_trade_settings(values: dict[str, Any]) -> None:
