@@ -188,7 +188,7 @@ def test_compare_runs_notebook_runs_on_a_real_store(production_model):
     assert "random_forest" in proc.stdout and "baseline_rf" in proc.stdout
 
 
-def test_crypto_costs_on_market_hours_data_are_flagged(tmp_path, caplog):
+def test_crypto_costs_on_market_hours_data_are_flagged(tmp_path):
     """FX candles (closed at weekends) with the crypto preset's 10 bps: a warning names the
     preset that fits; with backtest/costs=fx_major there is none."""
     from trademl import generate_ohlcv
@@ -206,12 +206,9 @@ def test_crypto_costs_on_market_hours_data_are_flagged(tmp_path, caplog):
         "log_to_mlflow=false",
         "backtest.safeguards.enabled=false",
     ]
-    with caplog.at_level("WARNING"):
-        out = run_backtest(compose_config(base, config_name="backtest"))
+    out = run_backtest(compose_config(base, config_name="backtest"))
     assert out.result.settings["calendar"] in ("24/5", "weekdays")
-    assert "(the crypto preset)" in caplog.text and "backtest/costs=" in caplog.text
-    caplog.clear()
-    with caplog.at_level("WARNING"):
-        run_backtest(compose_config([*base, "backtest/costs=fx_major"], config_name="backtest"))
-    assert "crypto preset" not in caplog.text
+    assert "(the crypto preset)" in out.costs_note and "backtest/costs=" in out.costs_note
+    out = run_backtest(compose_config([*base, "backtest/costs=fx_major"], config_name="backtest"))
+    assert out.costs_note == ""
     assert cost_mismatch("24/7", 10.0) == "" and "us_equity" in cost_mismatch("weekdays", 10)

@@ -58,6 +58,7 @@ def test_run_holds_params_metrics_artifacts_dataset_and_tags(trained, store):
         "feature_importance.png",
         "classification_report.txt",
         "classification_report.json",
+        "validation_thresholds.csv",
     }
     local = client.download_artifacts(trained.run_id, "evaluation/confusion_matrix.json")
     cm = json.loads(Path(local).read_text())

@@ -46,6 +46,7 @@ class BacktestRun:
     strategy: Any
     in_sample_overlap: bool
     safeguards: Safeguards | None = None  # None when backtest.safeguards.enabled is false
+    costs_note: str = ""  # the costs do not fit the market (crypto fees on FX hours)
 
 
 _MODEL_DATA_TARGETS = ("trademl.data.load_ohlcv_data", "trademl.synthetic.generate_ohlcv")
@@ -164,6 +165,7 @@ def run_backtest(cfg: DictConfig) -> BacktestRun:
         strategy=strategy,
         in_sample_overlap=overlap,
         safeguards=safeguards,
+        costs_note=costs_note,
     )
 
 
@@ -252,6 +254,8 @@ def main(cfg: DictConfig) -> None:
     print(r.summary())
     for line in out.safeguards.summary() if out.safeguards is not None else []:
         print(line)
+    if out.costs_note:
+        print(f"note: {out.costs_note}")
     if out.run_id:
         print(f"MLflow run {out.run_id} (experiment '{cfg.mlflow.experiment_name}')")
 
