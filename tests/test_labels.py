@@ -156,3 +156,37 @@ def test_bad_label_config_and_too_few_rows(candles):
         LabelConfig(threshold=-1)
     with pytest.raises(InsufficientDataError, match="need at least 16"):
         align_data_for_training(candles.iloc[:10])
+
+
+@pytest.mark.parametrize("gap", [0.0, 0.003])
+def test_triple_barrier_label_is_the_backtester_s_trade(gap):
+    """LONG (SHORT) exactly when the backtester's long (short) trade, decided on that bar with
+    the label's stop, target and horizon, exits at its target: opening gaps included."""
+    from trademl import generate_ohlcv, indicators
+    from trademl.backtest import Backtest
+
+    df = generate_ohlcv(1500, seed=5)
+    rng = np.random.default_rng(5)
+    shift = 1 + gap * rng.standard_normal(len(df))  # the open jumps away from the last close
+    df["open"] = df["open"] * shift
+    df["high"] = df[["high", "open"]].max(axis=1)
+    df["low"] = df[["low", "open"]].min(axis=1)
+    cfg = LabelConfig(method="triple_barrier", horizon=12, sl_atr_mult=1.5, tp_atr_mult=3.0)
+    labels = align_data_for_training(df, config=cfg).y
+    atr = indicators.atr(df["high"].to_numpy(), df["low"].to_numpy(), df["close"].to_numpy(), 14)
+    checked = 0
+    for t in range(60, len(df) - 20, 9):
+        if df.index[t] not in labels.index:
+            continue
+        for side, name in ((1, "LONG"), (-1, "SHORT")):
+            signals = pd.DataFrame(
+                0.0, index=df.index, columns=["side", "sl_distance", "tp_distance"]
+            )
+            signals.iloc[t] = [side, 1.5 * atr[t], 3.0 * atr[t]]
+            result = Backtest(df, signals, fees_bps=0, slippage_bps=0, max_holding_bars=12).run()
+            trade = result.trades.iloc[0]
+            assert (trade["exit_reason"] == "target") == (
+                labels.iloc[labels.index.get_loc(df.index[t])] == LABEL_TO_INT[name]
+            ), (t, side, trade["exit_reason"])
+            checked += 1
+    assert checked > 200

@@ -86,7 +86,7 @@ def test_multirun_gives_child_runs_under_one_parent_holding_the_best(store, tmp_
     )
     assert "its test balanced accuracy" in proc.stdout
     # the deflated Sharpe ratio of the selected trial's validation backtest, over 2 trials
-    srs = [c.data.metrics["val_bt_sr"] for c in children]
+    srs = [c.data.metrics.get("val_bt_sr", 0.0) for c in children]
     m = best.data.metrics
     expected = deflated_sharpe_ratio(
         m["val_bt_sr"],
@@ -188,3 +188,25 @@ def test_mlflow_run_of_the_project(store, tmp_path):
     assert run.data.params["model.max_depth"] == "10"  # the composed config
     assert "test_balanced_accuracy" in run.data.metrics
     assert client.get_model_version("baseline_rf", "1").run_id == run.info.run_id
+
+
+def test_deflation_counts_every_trial_even_those_that_never_traded():
+    from types import SimpleNamespace
+
+    from trademl.sweep import deflated_sharpe
+
+    def run(**metrics):
+        return SimpleNamespace(
+            data=SimpleNamespace(metrics=metrics), info=SimpleNamespace(status="FINISHED")
+        )
+
+    best = run(val_bt_sr=0.08, val_bt_bars=500.0, val_bt_skew=0.0, val_bt_kurt=3.0, val_bt_psr=0.96)
+    idle = [run(val_bt_bars=500.0, val_bt_trades=0.0) for _ in range(49)]  # no Sharpe logged
+    out = deflated_sharpe(best, [best, *idle])
+    assert out["trials_with_val_bt"] == 50
+    expected = deflated_sharpe_ratio(
+        0.08, 500, 0.0, 3.0, 50, float(np.var([0.08] + [0.0] * 49, ddof=1))
+    )
+    assert out["selected_val_bt_dsr"] == pytest.approx(expected)
+    assert out["selected_val_bt_dsr"] < deflated_sharpe(best, [best])["selected_val_bt_dsr"]
+    assert deflated_sharpe(run(val_balanced_accuracy=0.4), [best]) == {}  # no validation backtest

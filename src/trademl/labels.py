@@ -10,11 +10,13 @@ Two labellers, chosen by :attr:`LabelConfig.method`:
     does not drift with the market's volatility).
 
 ``triple_barrier``
-    The trade the strategy would take: entry at ``open[t+1]`` (the backtester's
-    fill), stop ``sl_atr_mult * ATR[t]`` and target ``tp_atr_mult * ATR[t]``
-    away. Over bars ``t+1 .. t+h``: LONG if the long target is touched before the
-    long stop, SHORT for the mirror trade, FLAT if neither. When a bar touches
-    both a stop and a target, the stop is assumed first (the backtester's rule).
+    The trade the strategy takes, filled as the backtester fills it: decided at
+    ``close[t]``, entry at ``open[t+1]``, stop ``sl_atr_mult * ATR[t]`` and target
+    ``tp_atr_mult * ATR[t]`` away from ``close[t]`` (the levels a strategy sets). Over
+    bars ``t+1 .. t+h``: LONG if the long trade's first exit is its target, SHORT for
+    the mirror trade, FLAT if neither (the backtester's time exit at ``close[t+h]``
+    with ``max_holding_bars=h``). An open beyond a barrier exits there; a bar touching
+    both counts as stopped (the backtester's rules, tested trade by trade).
 
 Both look at bars ``t+1 .. t+h`` only, so a chronological split must leave a
 purge gap of at least ``h`` rows (:attr:`LabelConfig.horizon`). Rows whose future
@@ -198,40 +200,49 @@ def align_data_for_training(
 
 
 def _triple_barrier(df: pd.DataFrame, atr: np.ndarray, cfg: LabelConfig) -> np.ndarray:
-    """First-touch labels, vectorised over bars, looping over the ``h`` look-ahead steps."""
-    high = df["high"].to_numpy(dtype=np.float64)
-    low = df["low"].to_numpy(dtype=np.float64)
-    open_ = df["open"].to_numpy(dtype=np.float64)
-    n, h = high.size, cfg.horizon
-    never = h + 1
-    entry = np.full(n, np.nan)
-    entry[:-1] = open_[1:]
+    """First-exit labels of the trade the strategy takes, exactly as the backtester fills it.
+
+    Decided at bar ``t``'s close: entry at the next open, stop and target at
+    ``close[t] -/+ sl_atr_mult x ATR[t]`` and ``close[t] +/- tp_atr_mult x ATR[t]`` (the levels
+    a strategy sets), looking at bars ``t+1 .. t+horizon``. Within a bar, the rules of
+    :func:`trademl.fills.exit_in_bar`: an open beyond the stop, then an open beyond the target,
+    then the stop, then the target (a bar touching both counts as stopped). LONG when the long
+    trade's first exit is its target, SHORT for the short trade, FLAT otherwise.
+    """
+    close = df["close"].to_numpy(dtype=np.float64)
     tp, sl = cfg.tp_atr_mult * atr, cfg.sl_atr_mult * atr
-    first = {
-        k: np.full(n, never, dtype=np.int64) for k in ("long_tp", "long_sl", "short_tp", "short_sl")
-    }
-    with np.errstate(invalid="ignore"):
-        for step in range(1, h + 1):
-            hi = np.full(n, np.nan)
-            lo = np.full(n, np.nan)
-            hi[: n - step] = high[step:]
-            lo[: n - step] = low[step:]
-            hits = {
-                "long_tp": hi >= entry + tp,
-                "long_sl": lo <= entry - sl,
-                "short_tp": lo <= entry - tp,
-                "short_sl": hi >= entry + sl,
-            }
-            for key, hit in hits.items():
-                arr = first[key]
-                arr[hit & (arr == never)] = step
-    # Same bar for stop and target: stop first, so a win needs the target strictly earlier.
-    long_win = first["long_tp"] < first["long_sl"]
-    short_win = first["short_tp"] < first["short_sl"]
-    both = long_win & short_win  # only possible when tp < sl: the earlier target wins
-    codes = np.full(n, LABEL_TO_INT["FLAT"], dtype=np.int64)
-    codes[long_win & ~both] = LABEL_TO_INT["LONG"]
-    codes[short_win & ~both] = LABEL_TO_INT["SHORT"]
-    codes[both & (first["long_tp"] < first["short_tp"])] = LABEL_TO_INT["LONG"]
-    codes[both & (first["short_tp"] < first["long_tp"])] = LABEL_TO_INT["SHORT"]
+    long_when, long_won = _first_exit(df, +1, close - sl, close + tp, cfg.horizon)
+    short_when, short_won = _first_exit(df, -1, close + sl, close - tp, cfg.horizon)
+    codes = np.full(close.size, LABEL_TO_INT["FLAT"], dtype=np.int64)
+    both = long_won & short_won  # only possible when tp < sl: the earlier target wins
+    codes[long_won & ~both] = LABEL_TO_INT["LONG"]
+    codes[short_won & ~both] = LABEL_TO_INT["SHORT"]
+    codes[both & (long_when < short_when)] = LABEL_TO_INT["LONG"]
+    codes[both & (short_when < long_when)] = LABEL_TO_INT["SHORT"]
     return codes
+
+
+def _first_exit(
+    df: pd.DataFrame, side: int, stop: np.ndarray, target: np.ndarray, horizon: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(step of the first exit, exited at the target)`` per bar, vectorised over bars."""
+    cols = [df[c].to_numpy(dtype=np.float64) for c in ("open", "high", "low")]
+    n = cols[0].size
+    when = np.full(n, horizon + 1, dtype=np.int64)
+    won = np.zeros(n, dtype=bool)
+    with np.errstate(invalid="ignore"):
+        for step in range(1, horizon + 1):
+            o, hi, lo = (np.full(n, np.nan) for _ in range(3))
+            o[: n - step], hi[: n - step], lo[: n - step] = (c[step:] for c in cols)
+            if side > 0:
+                stop_open, target_open = o <= stop, o >= target
+                stop_in, target_in = lo <= stop, hi >= target
+            else:
+                stop_open, target_open = o >= stop, o <= target
+                stop_in, target_in = hi >= stop, lo <= target
+            stopped = stop_open | (~target_open & stop_in)
+            hit = ~stop_open & (target_open | (~stop_in & target_in))
+            now = (when > horizon) & (stopped | hit)
+            when[now] = step
+            won[now & hit] = True
+    return when, won

@@ -15,6 +15,7 @@ import hashlib
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from trademl.errors import ConfigError, DataError
@@ -67,8 +68,16 @@ def training_periods(
 
 
 def last_trained_bar(meta: dict[str, Any]) -> pd.Timestamp | None:
-    """The last bar a model's training looked at (its labels' horizon included)."""
-    value = meta.get("train_labels_end") or meta.get("train_end")
+    """The last bar a model's training looked at (its labels' horizon included).
+
+    A version from before ``train_labels_end`` was stored: the bar before its test period
+    (its labels read up to there: the purge is at least the horizon), else ``train_end``.
+    """
+    if meta.get("train_labels_end"):
+        return pd.Timestamp(meta["train_labels_end"])
+    if meta.get("test_start"):
+        return pd.Timestamp(meta["test_start"]).as_unit("ns") - pd.Timedelta(1, unit="ns")
+    value = meta.get("train_end")
     return None if value is None else pd.Timestamp(value)
 
 
@@ -95,7 +104,7 @@ def out_of_sample_start(candles: pd.DataFrame, meta: dict[str, Any]) -> pd.Times
     last = last_trained_bar(meta)
     if last is None:
         return candles.index[0]
-    pos = int(candles.index.searchsorted(last, side="right"))
+    pos = int(np.count_nonzero(candles.index <= last))  # bars up to it (any time unit)
     if pos >= len(candles) - 1:
         raise DataError(
             f"{candles.attrs.get('source', 'the data')}: its candles end at {candles.index[-1]}, "

@@ -95,11 +95,12 @@ class MlflowSweepCallback(Callback):
         parent.log_metrics({"sweep_jobs": len(runs), "sweep_trials": len(runs)})
         if best is not None:
             test = _sealed_test_metrics(client, best.info.run_id)
+            deflated = deflated_sharpe(best, runs)
             parent.log_metrics(
                 {f"best_{metric}": best.data.metrics[metric]}
                 | {f"best.{k}": v for k, v in best.data.metrics.items() if k.startswith("val_")}
                 | {f"selected_{k}": v for k, v in test.items()}
-                | deflated_sharpe(best, runs)
+                | deflated
             )
             parent.set_tags(
                 {
@@ -111,14 +112,15 @@ class MlflowSweepCallback(Callback):
                 }
             )
             shown = test.get("test_balanced_accuracy")
-            dsr = deflated_sharpe(best, runs).get("selected_val_bt_dsr")
+            dsr = deflated.get("selected_val_bt_dsr")
             print(
                 f"sweep: {len(runs)} runs under parent {parent.run_id}; best {metric} = "
                 f"{best.data.metrics[metric]:.4f} in run {best.info.run_id} "
                 f"({best.data.tags.get('hydra_overrides', '')})"
                 + (f"; its test balanced accuracy {shown:.4f}" if shown is not None else "")
                 + (
-                    f"; deflated Sharpe of its validation backtest over {len(runs)} trials "
+                    f"; deflated Sharpe of its validation backtest over "
+                    f"{int(deflated['trials_with_val_bt'])} trials "
                     f"{dsr:.3f}"
                     if dsr is not None and dsr == dsr
                     else ""
@@ -138,12 +140,13 @@ def deflated_sharpe(best, runs) -> dict[str, float]:
 
     from trademl.safeguards_stats import deflated_sharpe_ratio
 
-    srs = [r.data.metrics.get("val_bt_sr", math.nan) for r in runs]
-    srs = [v for v in srs if math.isfinite(v)]
     m = best.data.metrics
     needed = ("val_bt_sr", "val_bt_bars", "val_bt_skew", "val_bt_kurt")
-    if not srs or not all(math.isfinite(m.get(k, math.nan)) for k in needed):
-        return {}  # no validation backtest (cross-validation, or no trade varied the equity)
+    if not all(math.isfinite(m.get(k, math.nan)) for k in needed):
+        return {}  # no validation backtest (cross-validation), or its equity never moved
+    # Every finished trial was a candidate: one whose validation backtest never traded (no
+    # Sharpe ratio logged) counts with a Sharpe ratio of 0, so N is never undercounted.
+    srs = [r.data.metrics.get("val_bt_sr", 0.0) for r in runs if r.info.status == "FINISHED"]
     variance = float(np.var(srs, ddof=1)) if len(srs) > 1 else 0.0
     dsr = deflated_sharpe_ratio(
         m["val_bt_sr"],
