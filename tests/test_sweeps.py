@@ -85,6 +85,17 @@ def test_multirun_gives_child_runs_under_one_parent_holding_the_best(store, tmp_
         sealed["test_balanced_accuracy"]
     )
     assert "its test balanced accuracy" in proc.stdout
+    # nothing of the test period is readable in a trial: its artifacts describe validation
+    assert best.data.tags["evaluation_artifacts"] == "validation period"
+    cm = json.loads(
+        Path(
+            client.download_artifacts(
+                best.info.run_id, "evaluation/confusion_matrix.json", str(tmp_path)
+            )
+        ).read_text()
+    )
+    val_rows = sum(map(sum, cm["matrix"]))
+    assert val_rows != sealed["test_rows"] and val_rows == best.data.metrics["val_rows"]
     # the deflated Sharpe ratio of the selected trial's validation backtest, over 2 trials
     srs = [c.data.metrics.get("val_bt_sr", 0.0) for c in children]
     m = best.data.metrics

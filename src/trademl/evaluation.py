@@ -66,6 +66,7 @@ class Evaluation:
     report_text: str
     importance: pd.DataFrame  # feature, importance (model), permutation_mean, permutation_std
     importance_kind: str
+    segment: str = "test"  # the rows the confusion matrix, report and importances describe
 
 
 def class_probabilities(model: Pipeline, X: pd.DataFrame) -> np.ndarray:

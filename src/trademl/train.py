@@ -31,7 +31,7 @@ from tqdm.auto import tqdm
 from trademl import __version__
 from trademl._hydra import CONFIG_DIR, compose_config, instantiate_node
 from trademl.errors import ConfigError, exit_on_user_error
-from trademl.evaluation import evaluate
+from trademl.evaluation import class_probabilities, evaluate, probability_metrics
 from trademl.labels import LABEL_TO_INT
 from trademl.models import ModelSpec, check_trusted_types
 from trademl.periods import training_periods
@@ -99,6 +99,12 @@ class TrainResult:
                 f"registered {self.registered_name} version {self.registered_version}{where}"
             )
         return "\n".join(lines)
+
+
+def test_scores(model: Any, data: PreparedData) -> dict[str, float]:
+    """The test-period metrics of :func:`trademl.evaluation.evaluate`, without its artifacts."""
+    proba = class_probabilities(model, data.X_test)
+    return probability_metrics(proba, data.y_test, data.fwd_test, data.y_train)[0]
 
 
 def _sweep_job() -> int | None:
@@ -208,16 +214,24 @@ def train(cfg: DictConfig) -> TrainResult:
                 val_bt, thresholds = validation_backtest(data, model, ev_cfg)
                 validation.update(val_bt)
             with stage("evaluate"):
+                # A sweep trial's confusion matrix, report and importances describe its
+                # validation segment: nothing of the test period is readable in a trial but its
+                # sealed test scores (train.SEALED_TEST_METRICS).
+                on_validation = _sweep_job() is not None and len(data.X_val) > 0
+                segment = "val" if on_validation else "test"
                 evaluation = evaluate(
                     model,
-                    data.X_test,
-                    data.y_test,
-                    data.fwd_test,
+                    getattr(data, f"X_{segment}"),
+                    getattr(data, f"y_{segment}"),
+                    getattr(data, f"fwd_{segment}"),
                     data.y_train,
                     permutation_repeats=ev_cfg.permutation_repeats,
                     permutation_max_rows=ev_cfg.permutation_max_rows,
                     seed=seed,
                 )
+                if on_validation:
+                    evaluation.metrics = test_scores(model, data)
+                    evaluation.segment = "validation"
                 train_pred = model.predict(data.X_train)
                 evaluation.metrics["train_accuracy"] = float(np.mean(train_pred == data.y_train))
                 evaluation.metrics.update(validation)
@@ -326,6 +340,7 @@ def _log_run(
         sealed = {k: v for k, v in evaluation.metrics.items() if k.startswith("test_")}
         evaluation.metrics = {k: v for k, v in evaluation.metrics.items() if k not in sealed}
         rec.log_dict(sealed, SEALED_TEST_METRICS)
+    rec.set_tags({"evaluation_artifacts": f"{evaluation.segment} period"})
     log_evaluation(rec, evaluation, title=spec.name, top=top)
     sample = data.X_train.head(5)
     logged = log_model(
