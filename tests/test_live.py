@@ -258,6 +258,41 @@ def test_hot_reload_of_a_newly_promoted_version(production_model, tmp_path):
     assert run.data.tags["model_version"] == new.registered_version
 
 
+@pytest.mark.parametrize("allow", [False, True])
+def test_a_new_version_that_learned_from_later_bars_is_not_switched_to(
+    production_model, tmp_path, allow
+):
+    """A promoted version trained on bars after the ones this session trades would make the
+    next trades in-sample: kept out unless live.allow_in_sample; once taken, its label
+    horizon is the holding limit."""
+    store = production_model["store"]
+    csv = tmp_path / "c.csv"
+    generate_ohlcv(300, seed=3, start="2025-01-01").to_csv(csv, index_label="timestamp")
+    extra = ["live.allow_in_sample=true"] if allow else []
+    runtime, _ = build_runtime(
+        live_cfg(store, tmp_path / "j.db", csv, "log_to_mlflow=false", *extra)
+    )
+    trader = runtime.traders[0]
+    trader.last_ts = pd.Timestamp("2025-01-05", tz="UTC")  # traded up to here
+    later = train(
+        compose_config(
+            fast_overrides(store, "data.start=2025-01-01", "labels.horizon=6", "register=true")
+        )
+    )
+    promote_model("baseline_rf", later.registered_version, tracking_uri=store["uri"])
+    try:
+        switched = runtime.check_model()
+        version = runtime.strategy.load().version
+        holding = trader._params[-1]
+    finally:
+        runtime.journal.close()
+        promote_model("baseline_rf", 1, tracking_uri=store["uri"])
+    if allow:
+        assert switched and version == later.registered_version and holding == 6
+    else:
+        assert not switched and version == "1" and holding == 24
+
+
 def test_clear_errors(production_model, candles_csv, tmp_path):
     store = production_model["store"]
     j = tmp_path / "j.db"

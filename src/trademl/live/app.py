@@ -190,13 +190,14 @@ def build_runtime(cfg: DictConfig) -> tuple[LiveRuntime, SessionTracker | None]:
 
 
 def _assemble(cfg, live, symbols, feeds, journal, execution, risk, mlflow_settings, strategy):
+    holding_from_model = isinstance(strategy, MLStrategy) and execution.max_holding_bars is None
     if isinstance(strategy, MLStrategy):  # first: a missing model (or store) fails fast
         model = strategy.load()
         clf = model.model[-1]
         if "n_jobs" in clf.get_params():
             clf.set_params(n_jobs=1)  # one row per decision: threads only add latency
         _check_out_of_sample(model, feeds, journal, bool(live.get("allow_in_sample")))
-        if execution.max_holding_bars is None:  # the model's label horizon, as in a backtest
+        if holding_from_model:  # the model's label horizon, as in a backtest
             execution = dataclasses.replace(execution, max_holding_bars=strategy.max_holding_bars)
     log_run = bool(cfg.get("log_to_mlflow", True))
     settings, experiment_id = setup_tracking(mlflow_settings) if log_run else (None, None)
@@ -234,6 +235,8 @@ def _assemble(cfg, live, symbols, feeds, journal, execution, risk, mlflow_settin
         tracker=tracker,
         reload_interval=float(live.get("reload_interval", 60.0)),
         close_at_end=bool(live.get("close_at_end", True)),
+        allow_in_sample=bool(live.get("allow_in_sample")),
+        holding_from_model=holding_from_model,
     )
     return runtime, tracker
 

@@ -47,6 +47,7 @@ from trademl.backtest import (
 from trademl.fills import EXIT_REASONS
 from trademl.live.feeds import Candle, Feed
 from trademl.live.journal import Journal
+from trademl.periods import last_trained_bar
 from trademl.risk import RiskConfig
 from trademl.strategies import SIDE, MLStrategy
 
@@ -101,13 +102,21 @@ class SymbolTrader:
             )
         self.latencies: list[float] = []
         self.buffer = np.empty((2, 9))
-        self._params = fill_params(
-            risk,
-            fees_bps=execution.fees_bps,
-            slippage_bps=execution.slippage_bps,
-            on_opposite=execution.on_opposite,
-            max_holding_bars=execution.max_holding_bars,
+        self._params = self._fill_params(execution.max_holding_bars)
+
+    def _fill_params(self, max_holding_bars: int | None) -> tuple:
+        ex = self.execution
+        return fill_params(
+            self.risk,
+            fees_bps=ex.fees_bps,
+            slippage_bps=ex.slippage_bps,
+            on_opposite=ex.on_opposite,
+            max_holding_bars=max_holding_bars,
         )
+
+    def set_max_holding(self, bars: int | None) -> None:
+        """A new holding limit from the next candle on (the open position included)."""
+        self._params = self._fill_params(bars)
 
     def _decide(self) -> tuple[int, float, float, dict[str, Any]]:
         if len(self.window) < self.strategy.min_bars:
@@ -252,7 +261,10 @@ class LiveRuntime:
         reload_interval: float = 60.0,
         close_at_end: bool = True,
         metrics_every: int = 50,
+        allow_in_sample: bool = False,
+        holding_from_model: bool = False,
     ) -> None:
+        self.allow_in_sample, self.holding_from_model = allow_in_sample, holding_from_model
         self.traders, self.journal, self.strategy = traders, journal, strategy
         self.tracker, self.reload_interval = tracker, reload_interval
         self.close_at_end, self.metrics_every = close_at_end, metrics_every
@@ -296,7 +308,7 @@ class LiveRuntime:
             return False
         before = self.strategy.load().version
         try:
-            changed = self.strategy.refresh()
+            changed = self.strategy.refresh(accept=self._vet)
         except Exception as exc:  # keep trading on the loaded model
             log.error("model reload check failed, keeping version %s: %s", before, exc)
             return False
@@ -305,6 +317,9 @@ class LiveRuntime:
             note = f"{self.strategy.uri}: version {before} -> {after}"
             self.model_switches.append(note)
             log.warning("model switched: %s", note)
+            if self.holding_from_model:  # the new version's label horizon, as a backtest would
+                for trader in self.traders:
+                    trader.set_max_holding(self.strategy.max_holding_bars)
             for trader in self.traders:
                 self.journal.commit(
                     trader.symbol,
@@ -317,6 +332,23 @@ class LiveRuntime:
             if self.tracker is not None:
                 self.tracker.model_switched(after)
         return changed
+
+    def _vet(self, loaded: Any) -> str:
+        """Why a new version may not be traded now ("" if it may): it learned from bars later
+        than the last candle a symbol traded, so the candles that follow could be in its
+        training data (the check ``trademl live`` makes at start, by date)."""
+        last = last_trained_bar(loaded.trademl)
+        traded = [t.last_ts for t in self.traders if t.last_ts is not None]
+        if last is None or not traded or last <= min(traded):
+            return ""
+        text = (
+            f"it learned from bars up to {last}, later than the last candle traded "
+            f"({min(traded)}): the candles that follow could be in its training data"
+        )
+        if self.allow_in_sample:
+            log.warning("live.allow_in_sample: taking it anyway: %s", text)
+            return ""
+        return text + "; retrain on older data or set live.allow_in_sample=true"
 
     async def run(self) -> LiveSummary:
         loop = asyncio.get_running_loop()

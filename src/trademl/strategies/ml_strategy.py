@@ -132,16 +132,26 @@ class MLStrategy(BaseStrategy):
             log.info("MLStrategy loaded %s (version %s)", self.uri, loaded.version)
         return self._loaded
 
-    def refresh(self) -> bool:
-        """Reload if the reference now resolves to another version; True if it changed."""
+    def refresh(self, accept: Any = None) -> bool:
+        """Reload if the reference now resolves to another version; True if it changed.
+
+        ``accept(loaded)`` may vet the new version before it is traded: a returned message
+        keeps the current version and raises a :class:`ModelError` with it.
+        """
         current = resolve_version(self.uri, tracking_uri=self.tracking_uri)
         if self._loaded is not None and (
             current is None or str(current.version) == self._loaded.version
         ):
             return False
+        kept = (self._loaded, self._features, self.trade, self.min_confidence)
         previous = self._loaded.version if self._loaded else None
         self._loaded = None
         self.load()
+        problem = accept(self._loaded) if accept is not None and previous is not None else None
+        if problem:
+            new = self._loaded.version
+            self._loaded, self._features, self.trade, self.min_confidence = kept
+            raise ModelError(f"{self.uri}: version {new} not taken, {previous} kept: {problem}")
         log.info("MLStrategy %s: version %s -> %s", self.uri, previous, self._loaded.version)
         return previous is not None
 
