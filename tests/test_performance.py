@@ -77,6 +77,7 @@ def test_zero_trades_have_no_trade_statistics(candles):
     m = result.metrics
     assert m["trades"] == 0 and np.isnan(m["win_rate"]) and np.isnan(m["profit_factor"])
     assert "win rate n/a, profit factor n/a" in result.summary()
+    assert np.isnan(m["sharpe"]) and "Sharpe n/a" in result.summary()  # a flat curve has none
     from trademl.tracking import finite_metrics
 
     assert "win_rate" not in finite_metrics(m) and finite_metrics(m)["trades"] == 0

@@ -58,6 +58,15 @@ def test_cross_validation_splits_the_rows_before_the_test_period(candles, method
     assert data.X_train.index.equals(no_val.X_train.index)
 
 
+def test_too_few_rows_for_the_validation_method_say_which_constraint(candles):
+    with pytest.raises(InsufficientDataError, match=r"empty: 0.002 of the rows is not more") as e:
+        prepare_data_for_ml(candles, labels={"horizon": 5}, split={"validation_ratio": 0.002})
+    assert e.value.needed > len(candles)  # more candles, not fewer
+    with pytest.raises(InsufficientDataError, match="each fold needs more than") as e:
+        prepare_data_for_ml(candles, split={"validation": "purged_kfold", "embargo": 400})
+    assert e.value.needed > len(candles)
+
+
 def test_purge_below_horizon_refused(candles):
     with pytest.raises(ConfigError, match="shorter than the label horizon"):
         prepare_data_for_ml(candles, labels={"horizon": 5}, split={"purge": 1})

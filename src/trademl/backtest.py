@@ -275,7 +275,7 @@ class BacktestResult:
 
         return (f"[{self.note}] " if self.note else "") + (
             f"{int(m['trades'])} trades, total return {m['total_return']:+.2%} "
-            f"(buy & hold {b['total_return']:+.2%}), Sharpe {m['sharpe']:.2f}, "
+            f"(buy & hold {b['total_return']:+.2%}), Sharpe {known(m['sharpe'], '.2f')}, "
             f"max drawdown {m['max_drawdown']:.2%}, win rate {known(m['win_rate'], '.1%')}, "
             f"profit factor {known(m['profit_factor'], '.2f')}, exposure {m['exposure']:.1%}"
             + _signals_text(m)

@@ -37,7 +37,8 @@ def performance_metrics(
     """Total return, CAGR, annualised Sharpe and Sortino (per-bar returns, risk-free 0), max
     drawdown, and for trades: count, win rate, profit factor, average trade; exposure.
     Without a trade, win rate, profit factor and the averages are NaN (not available; not
-    logged to MLflow), never 0.
+    logged to MLflow), never 0; so are Sharpe and Sortino of a curve that never moved (and
+    Sortino without a losing bar).
 
     ``periods_per_year`` annualises Sharpe and Sortino; by default the rate observed on the
     curve itself (:func:`observed_periods_per_year`).
@@ -59,8 +60,9 @@ def performance_metrics(
     out = {
         "total_return": float(total),
         "cagr": float(cagr),
-        "sharpe": float(mean / sd * np.sqrt(ppy)) if sd > 0 else 0.0,
-        "sortino": float(mean / downside * np.sqrt(ppy)) if downside > 0 else 0.0,
+        # an equity curve that never moved (no trade) has no Sharpe ratio: NaN, shown as n/a
+        "sharpe": float(mean / sd * np.sqrt(ppy)) if sd > 0 else float("nan"),
+        "sortino": float(mean / downside * np.sqrt(ppy)) if downside > 0 else float("nan"),
         "max_drawdown": float((values / peak - 1.0).min()),
         "final_equity": float(values[-1]),
         "exposure": float(np.mean(position.to_numpy() != 0)) if len(position) else 0.0,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -138,6 +139,7 @@ def prepare_data_for_ml(
     feat_cfg = ds.features
     method = split_cfg.validation
     holdout = method == "holdout"
+    what = f"{split_cfg.train_ratio:g} split with purge {purge}"
     try:
         sp = split_train_test(
             X,
@@ -148,23 +150,29 @@ def prepare_data_for_ml(
         )
         cv = []
         if method in ("purged_kfold", "cpcv"):
-            cv = purged_cv_splits(
-                sp.train.size,
-                n_folds=split_cfg.cv_folds,
-                n_test_folds=split_cfg.cv_test_folds if method == "cpcv" else 1,
-                purge=purge,
-                embargo=split_cfg.embargo,
+            what += (
+                f", {method} validation ({split_cfg.cv_folds} folds, embargo "
+                f"{split_cfg.embargo}) of the {sp.train.size} rows before the test period"
             )
+            try:
+                cv = purged_cv_splits(
+                    sp.train.size,
+                    n_folds=split_cfg.cv_folds,
+                    n_test_folds=split_cfg.cv_test_folds if method == "cpcv" else 1,
+                    purge=purge,
+                    embargo=split_cfg.embargo,
+                )
+            except InsufficientDataError as exc:  # counted in rows before the test period
+                rows = math.ceil((exc.needed + purge) / split_cfg.train_ratio) + 1
+                raise InsufficientDataError(str(exc), needed=rows, got=len(X)) from exc
     except InsufficientDataError as exc:
         needed = exc.needed + feat_cfg.warmup + label_cfg.horizon
-        what = f"{split_cfg.train_ratio:g} split with purge {purge}"
         if holdout:
             what += f", a {split_cfg.validation_ratio:g} validation segment"
-        elif method != "none":
-            what += f", {method} validation ({split_cfg.cv_folds} folds)"
         raise InsufficientDataError(
             f"{name}: {len(candles)} clean candles give {len(X)} labelled feature rows; a "
-            f"{what} and {split_cfg.min_train_rows} training rows needs about {needed} candles",
+            f"{what} and {split_cfg.min_train_rows} training rows needs about {needed} candles "
+            f"({exc})",
             needed=needed,
             got=len(candles),
         ) from exc

@@ -231,8 +231,13 @@ def split_train_test(
     if train_end < min_train_rows or boundary >= n or no_validation_rows:
         if validation_ratio:
             rows_before = min_train_rows + 2 * purge + 1
-            needed = math.ceil(rows_before / (train_ratio - validation_ratio)) + 1
+            needed = max(
+                math.ceil(rows_before / (train_ratio - validation_ratio)) + 1,
+                math.ceil((purge + 2) / validation_ratio),  # a segment longer than the purge
+            )
             what = f", a {validation_ratio:g} validation segment"
+            if no_validation_rows:
+                what += f" (empty: {validation_ratio:g} of the rows is not more than the purge)"
         else:
             needed, what = math.ceil((min_train_rows + purge) / train_ratio) + 1, ""
         raise InsufficientDataError(
