@@ -390,3 +390,19 @@ def test_calendar_inference_and_bad_calendar(candles):
     assert clean_ohlcv_data(short)[1].calendar == "24/7"
     with pytest.raises(ConfigError, match="cleaning.calendar"):
         CleaningConfig(calendar="nyse")
+
+
+def test_daily_bars_stamped_east_of_utc_keep_their_own_weekdays():
+    # Tokyo's Monday-Friday midnight bars are UTC Sunday-Thursday 15:00: weekends are not gaps
+    days = pd.bdate_range("2024-01-01", "2024-06-28").tz_localize("Asia/Tokyo")
+    idx = days.tz_convert("UTC").as_unit("ns").rename("timestamp")
+    raw = frame([OK] * len(idx), index=idx)
+    _, report = clean_ohlcv_data(raw, {"gaps": "fill"})
+    assert report.calendar == "days:01236"
+    assert (report.gaps, report.gap_rows_inserted) == (0, 0)
+    _, report = clean_ohlcv_data(raw.drop(idx[40]))  # a missing trading day is still a gap
+    assert (report.gaps, report.missing_bars) == (1, 1)
+    assert CleaningConfig(calendar="days:01236").calendar == "days:01236"
+    for bad in ("days:", "days:78", "days:0011"):
+        with pytest.raises(ConfigError, match="days: and the UTC weekdays"):
+            CleaningConfig(calendar=bad)

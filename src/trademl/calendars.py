@@ -5,19 +5,31 @@ Three calendars, chosen by ``cleaning.calendar`` or inferred from the data (``au
 * ``24/7``: bars at every step (crypto);
 * ``24/5``: FX, closed from Friday 21:00 to Sunday 23:00 UTC (the New York 17:00 close and
   the Sunday open, with an hour of tolerance for daylight saving time);
-* ``weekdays``: closed on Saturdays and Sundays (stocks, futures; holidays remain gaps).
+* ``weekdays``: closed on Saturdays and Sundays (stocks, futures; holidays remain gaps);
+* ``days:0123456``: daily bars on the UTC weekdays listed (0 = Monday), for daily bars
+  stamped at another market's midnight (Tokyo's Monday to Friday are UTC Sunday to Thursday:
+  ``days:01236``).
 
 A missing bar is a gap only if the market was open at its time.
 """
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pandas as pd
 
 from trademl.errors import ConfigError
 
-__all__ = ["CALENDARS", "infer_calendar", "is_open", "missing_open_bars", "open_times_between"]
+__all__ = [
+    "CALENDARS",
+    "check_calendar",
+    "infer_calendar",
+    "is_open",
+    "missing_open_bars",
+    "open_times_between",
+]
 
 CALENDARS = ("auto", "24/7", "24/5", "weekdays")
 _WEEK = pd.Timedelta(days=7)
@@ -33,7 +45,25 @@ def is_open(times: pd.DatetimeIndex, calendar: str) -> np.ndarray:
     if calendar == "24/5":
         closed = (day == 5) | ((day == 4) & (hour >= 21)) | ((day == 6) & (hour < 23))
         return ~closed
-    raise ConfigError(f"cleaning.calendar={calendar!r} is not valid; choose one of {CALENDARS}")
+    return np.isin(day, _open_days(check_calendar(calendar)))
+
+
+def check_calendar(calendar: str) -> str:
+    """``calendar`` if valid (a name of :data:`CALENDARS` or ``days:`` and weekday digits)."""
+    if calendar in CALENDARS or (
+        isinstance(calendar, str)
+        and re.fullmatch(r"days:[0-6]{1,7}", calendar)
+        and len(set(calendar[5:])) == len(calendar) - 5
+    ):
+        return calendar
+    raise ConfigError(
+        f"cleaning.calendar={calendar!r} is not valid; choose one of {', '.join(CALENDARS)}, or "
+        "days: and the UTC weekdays with bars (0 = Monday), e.g. days:01236"
+    )
+
+
+def _open_days(calendar: str) -> list[int]:
+    return [int(d) for d in calendar[5:]]
 
 
 def infer_calendar(index: pd.DatetimeIndex, step: pd.Timedelta) -> str:
@@ -42,6 +72,8 @@ def infer_calendar(index: pd.DatetimeIndex, step: pd.Timedelta) -> str:
     bars: FX 24/5, else ``weekdays``). Anything less is no evidence: ``24/7``."""
     if len(index) < 2 or step >= pd.Timedelta(days=7):
         return "24/7"
+    if step >= pd.Timedelta(days=1):  # daily bars: the weekdays that have bars, if clear
+        return _daily_calendar(index)
     days = index.day_of_week
     if (days == 5).any():
         return "24/7"
@@ -60,6 +92,19 @@ def infer_calendar(index: pd.DatetimeIndex, step: pd.Timedelta) -> str:
     if seen.sum() < 2:
         return "24/7"
     return "24/5" if (days == 6).any() else "weekdays"
+
+
+def _daily_calendar(index: pd.DatetimeIndex) -> str:
+    """Daily bars: the UTC weekdays seen, when over at least three weeks some never have one
+    and the others do in most weeks (else ``24/7``)."""
+    weeks = (index[-1] - index[0]) / _WEEK
+    if weeks < 3:
+        return "24/7"
+    counts = np.bincount(index.day_of_week, minlength=7)
+    seen = np.flatnonzero(counts)
+    if len(seen) == 7 or (counts[seen] < 0.5 * weeks).any():
+        return "24/7"
+    return "weekdays" if list(seen) == [0, 1, 2, 3, 4] else "days:" + "".join(map(str, seen))
 
 
 def missing_open_bars(index: pd.DatetimeIndex, step: int, calendar: str) -> tuple[np.ndarray, ...]:

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from trademl._config import check_choice, check_positive_int, coerce_config
-from trademl.calendars import CALENDARS, infer_calendar, missing_open_bars, open_times_between
+from trademl.calendars import check_calendar, infer_calendar, missing_open_bars, open_times_between
 from trademl.data import (
     MAX_VALUE,
     MIN_PRICE,
@@ -82,7 +82,7 @@ class CleaningConfig:
         candles at the previous close, or reject.
     freq : str or None
         Bar interval (``"1h"``, ``"5min"``); ``None`` infers the median step.
-    calendar : {"auto", "24/7", "24/5", "weekdays"}
+    calendar : {"auto", "24/7", "24/5", "weekdays"} or "days:..."
         When the market has bars (:mod:`trademl.calendars`): a missing bar is a gap only when
         the market was open. ``auto`` infers it (no Saturday bars: ``24/5`` with Sunday bars,
         else ``weekdays``).
@@ -116,7 +116,7 @@ class CleaningConfig:
         check_choice("cleaning.negative_volume", self.negative_volume, ("zero", "drop", "error"))
         check_choice("cleaning.outliers", self.outliers, ("clip", "drop", "keep", "error"))
         check_choice("cleaning.gaps", self.gaps, ("report", "fill", "error"))
-        check_choice("cleaning.calendar", self.calendar, CALENDARS)
+        check_calendar(self.calendar)
         check_positive_int("cleaning.outlier_window", self.outlier_window, minimum=5)
         if not isinstance(self.outlier_threshold, int | float) or self.outlier_threshold <= 0:
             raise ConfigError(
