@@ -367,8 +367,23 @@ def test_fx_weekends_are_not_gaps_but_a_missing_weekday_hour_is():
     # A data hole over a weekend counts only the open hours: Friday 10:00 to Monday 10:00 UTC.
     hole = (raw.index > "2024-01-12 10:00") & (raw.index < "2024-01-15 10:00")
     _, report = clean_ohlcv_data(raw[~hole], {"gaps": "report"})
-    # (less Friday 21:00 and Sunday 22:00 UTC: open in winter, closed in summer, so never gaps)
-    assert report.missing_bars == int(hole.sum()) - 2 and report.gaps == 1
+    assert report.missing_bars == int(hole.sum()) and report.gaps == 1
+
+
+def test_fx_hours_follow_new_york_daylight_saving_time():
+    # FX opens Sunday 17:00 and closes Friday 17:00 New York time: 22:00 UTC in winter,
+    # 21:00 UTC in summer. A year of such bars has no gap; a missing Sunday open is one.
+    idx = pd.date_range("2024-01-01", "2025-01-01", freq="h", tz="UTC", inclusive="left")
+    ny = idx.tz_convert("America/New_York")
+    day, hour = ny.day_of_week, ny.hour
+    fx = idx[~((day == 5) | ((day == 4) & (hour >= 17)) | ((day == 6) & (hour < 17)))]
+    raw = frame([OK] * len(fx), index=fx.as_unit("ns").rename("timestamp"))
+    _, report = clean_ohlcv_data(raw)
+    assert (report.calendar, report.gaps) == ("24/5", 0)
+    summer_open = pd.Timestamp("2024-07-07 21:00", tz="UTC")  # Sunday 17:00 New York
+    winter_open = pd.Timestamp("2024-01-07 22:00", tz="UTC")
+    _, report = clean_ohlcv_data(raw.drop([summer_open, winter_open]))
+    assert (report.gaps, report.missing_bars) == (2, 2)
 
 
 def test_weekday_daily_data_reports_holidays_not_weekends():

@@ -3,8 +3,8 @@
 Three calendars, chosen by ``cleaning.calendar`` or inferred from the data (``auto``):
 
 * ``24/7``: bars at every step (crypto);
-* ``24/5``: FX, closed from Friday 21:00 to Sunday 23:00 UTC (the New York 17:00 close and
-  the Sunday open, with an hour of tolerance for daylight saving time);
+* ``24/5``: FX, closed from Friday 17:00 to Sunday 17:00 New York time (21:00 or 22:00 UTC
+  with daylight saving time, from the time zone database);
 * ``weekdays``: closed on Saturdays and Sundays (stocks, futures; holidays remain gaps);
 * ``days:0123456``: daily bars on the UTC weekdays listed (0 = Monday), for daily bars
   stamped at another market's midnight (Tokyo's Monday to Friday are UTC Sunday to Thursday:
@@ -43,7 +43,10 @@ def is_open(times: pd.DatetimeIndex, calendar: str) -> np.ndarray:
     if calendar == "weekdays":
         return day < 5
     if calendar == "24/5":
-        closed = (day == 5) | ((day == 4) & (hour >= 21)) | ((day == 6) & (hour < 23))
+        utc = times if times.tz is not None else times.tz_localize("UTC")
+        ny = utc.tz_convert("America/New_York")
+        day, hour = ny.day_of_week.to_numpy(), ny.hour.to_numpy()
+        closed = (day == 5) | ((day == 4) & (hour >= 17)) | ((day == 6) & (hour < 17))
         return ~closed
     return np.isin(day, _open_days(check_calendar(calendar)))
 
@@ -111,7 +114,8 @@ def missing_open_bars(index: pd.DatetimeIndex, step: int, calendar: str) -> tupl
     """Gaps in the grid of ``step`` nanoseconds at times the market was open.
 
     Returns the positions ``i`` of the bars after which open bars are missing, and how many
-    (counted week by week, so a gap of years costs no more than a week of grid points).
+    (counted week by week, so a gap of years costs no more than a week of grid points; for
+    ``24/5`` a gap of more than a week may be off by one bar per daylight-saving change).
     """
     ts = index.asi8
     steps = np.diff(ts)
