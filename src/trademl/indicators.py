@@ -15,14 +15,16 @@ ones (EMA, Wilder smoothing, RSI, ATR) follow TA-Lib's definitions exactly:
   the first ``period`` true ranges; first value at index ``period``.
 
 Each recursion keeps one number of state, so a streaming implementation can
-reproduce the batch values exactly.
+reproduce the batch values exactly. The recursion runs in a numba kernel
+(:mod:`trademl._indicators_nb`, loaded on the first EMA) whose floating-point
+operations are those of ``scipy.signal.lfilter``, used before: the values are the
+same, and ``import trademl`` loads neither scipy nor numba.
 """
 
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from scipy.signal import lfilter
 
 __all__ = [
     "atr",
@@ -49,8 +51,12 @@ def _recursive_mean(x: np.ndarray, period: int, alpha: float, start: int) -> np.
     seed = x[start : start + period].mean()
     out[first] = seed
     if first + 1 < n:
+        from trademl._indicators_nb import first_order_recursion_nb
+
         decay = 1.0 - alpha
-        out[first + 1 :], _ = lfilter([alpha], [1.0, -decay], x[first + 1 :], zi=[decay * seed])
+        out[first + 1 :] = first_order_recursion_nb(
+            np.ascontiguousarray(x[first + 1 :]), alpha, decay, decay * seed
+        )
     return out
 
 
