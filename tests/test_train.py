@@ -122,18 +122,27 @@ def test_the_confidence_threshold_is_selected_on_validation(trained, store):
 
 
 def test_cross_validated_training(store, compose):
-    result = train(
-        compose(fast_overrides(store, "split.validation=purged_kfold", "split.cv_folds=3"))
-    )
-    m = result.metrics
-    assert m["val_splits"] == 3 and "val_balanced_accuracy_std" in m
-    assert not any(k.startswith("val_bt_") for k in m)  # no single validation period to trade
-    assert result.report["split"]["validation_rows"] == 0
     from trademl import ModelError
     from trademl.strategies import MLStrategy
 
+    kfold = train(
+        compose(fast_overrides(store, "split.validation=purged_kfold", "split.cv_folds=3"))
+    )
+    m = kfold.metrics
+    assert m["val_splits"] == 3 and "val_balanced_accuracy_std" in m
+    assert kfold.report["split"]["validation_rows"] == 0
+    # each row before the test period is held out once: its out-of-fold signals are traded
+    assert {"val_bt_sharpe", "val_bt_trades", "val_bt_sr"} <= set(m)
+    assert m["val_bt_bars"] > kfold.report["split"]["train_rows"] * 0.9
+    cpcv = train(
+        compose(
+            fast_overrides(store, "split.validation=cpcv", "split.cv_folds=4", "register=false")
+        )
+    )
+    assert cpcv.metrics["val_splits"] == 6  # 4 choose 2
+    assert not any(k.startswith("val_bt_") for k in cpcv.metrics)  # rows held out twice
     strategy = MLStrategy(
-        model_uri=result.model_uri, tracking_uri=store["uri"], min_confidence="validated"
+        model_uri=cpcv.model_uri, tracking_uri=store["uri"], min_confidence="validated"
     )
     with pytest.raises(ModelError, match="no confidence threshold selected on validation"):
         strategy.load()

@@ -210,8 +210,8 @@ def train(cfg: DictConfig) -> TrainResult:
                 model.fit(data.X_train, data.y_train.to_numpy(), **spec.fit_params(data.y_train))
                 check_trusted_types(model, spec.trusted_types)
             with stage("validate"):
-                validation = validation_metrics(data, model, spec, seed)
-                val_bt, thresholds = validation_backtest(data, model, ev_cfg)
+                validation, val_proba = validation_metrics(data, model, spec, seed)
+                val_bt, thresholds = validation_backtest(data, val_proba, ev_cfg)
                 validation.update(val_bt)
             with stage("evaluate"):
                 # A sweep trial's confusion matrix, report and importances describe its

@@ -23,6 +23,7 @@ import pandas as pd
 from sklearn.pipeline import Pipeline
 
 from trademl.evaluation import class_probabilities, optimizable_metrics, probability_metrics
+from trademl.labels import LABEL_TO_INT, LABELS
 from trademl.prepare import PreparedData
 
 __all__ = [
@@ -35,6 +36,8 @@ __all__ = [
 ]
 
 HEADLINE = ("val_balanced_accuracy", "val_log_loss", "val_ic", "val_rank_ic")
+_SIDE = np.array([0, 0, 0], dtype=np.int64)
+_SIDE[LABEL_TO_INT["SHORT"]], _SIDE[LABEL_TO_INT["LONG"]] = -1, 1
 
 
 def selection_metrics() -> list[str]:
@@ -51,28 +54,38 @@ def _scores(proba: np.ndarray, y: pd.Series, fwd: pd.Series, y_train: pd.Series)
     }
 
 
-def validation_metrics(data: PreparedData, model: Pipeline, spec: Any, seed: int) -> dict:
+def validation_metrics(
+    data: PreparedData, model: Pipeline, spec: Any, seed: int
+) -> tuple[dict[str, float], pd.DataFrame | None]:
     """``val_*`` metrics of ``model`` (fit on ``data.X_train``) for the data's validation
-    method; with cross-validation ``spec`` builds and fits one model per split (``{}``
-    when the split has no validation)."""
+    method, and the validation predictions a backtest can trade: the class probabilities
+    (columns SHORT, FLAT, LONG) of the validation segment (``holdout``) or the out-of-fold
+    ones of every row before the test period (``purged_kfold``: each row held out once);
+    ``None`` for ``cpcv`` (rows are held out several times) and without validation. With
+    cross-validation ``spec`` builds and fits one model per split."""
     if data.validation == "holdout":
         proba = class_probabilities(model, data.X_val)
-        return _scores(proba, data.y_val, data.fwd_val, data.y_train)
+        scores = _scores(proba, data.y_val, data.fwd_val, data.y_train)
+        return scores, pd.DataFrame(proba, index=data.X_val.index, columns=list(LABELS))
     if not data.cv_splits:
-        return {}
+        return {}, None
     per_split = []
     X, y, fwd = data.X_train, data.y_train, data.fwd_train
+    oof = np.full((len(X), len(LABELS)), np.nan)
     for split in data.cv_splits:
         fold = spec.build(seed)
         y_fit = y.iloc[split.train]
         fold.fit(X.iloc[split.train], y_fit.to_numpy(), **spec.fit_params(y_fit))
         proba = class_probabilities(fold, X.iloc[split.test])
+        oof[split.test] = proba
         per_split.append(_scores(proba, y.iloc[split.test], fwd.iloc[split.test], y_fit))
     table = pd.DataFrame(per_split)
     out = {k: float(v) for k, v in table.mean().items()}
     out.update({f"{k}_std": float(table[k].std(ddof=1)) for k in HEADLINE if k in table})
     out["val_splits"] = float(len(per_split))
-    return out
+    if data.validation != "purged_kfold":
+        return out, None
+    return out, pd.DataFrame(oof, index=X.index, columns=list(LABELS))
 
 
 THRESHOLDS = (0.34, 0.4, 0.45, 0.5, 0.55, 0.6, 0.65, 0.7, 0.8)
@@ -80,13 +93,14 @@ MIN_VALIDATED_TRADES = 10  # fewer trades than this say nothing about a threshol
 
 
 def validation_backtest(
-    data: PreparedData, model: Pipeline, settings: Any
+    data: PreparedData, proba: pd.DataFrame | None, settings: Any
 ) -> tuple[dict[str, float], pd.DataFrame | None]:
-    """The model's trade on the validation segment (``holdout`` only, else ``({}, None)``).
+    """The model's trade over its validation predictions ``proba`` (from
+    :func:`validation_metrics`; ``({}, None)`` without them).
 
     Signals as :class:`~trademl.strategies.MLStrategy` makes them with the labels' stop,
     target and horizon (:func:`~trademl.strategies.ml_strategy.learned_trade`), backtested from
-    the first validation bar to the last with ``settings.fees_bps`` / ``slippage_bps``:
+    the first validation row to the last with ``settings.fees_bps`` / ``slippage_bps``:
 
     * at ``settings.min_confidence``: ``val_bt_*`` metrics; ``val_bt_sr``, ``val_bt_skew``,
       ``val_bt_kurt`` and ``val_bt_bars`` are the per-bar Sharpe ratio and moments of its
@@ -97,37 +111,37 @@ def validation_backtest(
       none): the threshold selected on validation, which ``MLStrategy(min_confidence=
       "validated")`` trades with.
     """
+    from trademl import indicators as ind
     from trademl.backtest import Backtest
     from trademl.safeguards_stats import probabilistic_sharpe_ratio, return_moments
-    from trademl.strategies.ml_strategy import learned_trade, model_signals
+    from trademl.strategies.ml_strategy import learned_trade
 
-    if data.validation != "holdout" or not len(data.X_val) or not settings.validation_backtest:
+    if proba is None or not len(proba) or not settings.validation_backtest:
         return {}, None
     trade = learned_trade(asdict(data.labels))
-    candles = data.candles.loc[: data.X_val.index[-1]]
-    signals = model_signals(  # every LONG/SHORT prediction; thresholds applied below
-        model,
-        candles,
-        data.features,
-        min_confidence=1e-9,
-        sl_atr_mult=trade["sl_atr_mult"],
-        tp_atr_mult=trade["tp_atr_mult"],
-        confidence_sl_adjustment=0.0,  # stops then do not depend on the threshold
-        atr_period=trade["atr_period"],
+    candles = data.candles.loc[: proba.index[-1]]
+    values = proba.reindex(candles.index).to_numpy()
+    known = ~np.isnan(values).any(axis=1)
+    best = np.where(known, np.nan_to_num(values).argmax(axis=1), LABEL_TO_INT["FLAT"])
+    confidence = np.where(known, np.nan_to_num(values).max(axis=1), 0.0)
+    high, low = candles["high"].to_numpy(), candles["low"].to_numpy()
+    atr = ind.atr(high, low, candles["close"].to_numpy(), trade["atr_period"])
+    side = np.where(np.isnan(atr), 0, _SIDE[best])  # SHORT -1, FLAT 0, LONG +1
+    signals = pd.DataFrame(
+        {"sl_distance": trade["sl_atr_mult"] * atr, "tp_distance": trade["tp_atr_mult"] * atr},
+        index=candles.index,
     )
 
     def run(threshold: float):
-        frame = signals.copy()
-        frame.loc[frame["confidence"] < threshold, "side"] = 0
-        result = Backtest(
+        signals["side"] = np.where(confidence >= threshold, side, 0)
+        return Backtest(
             candles,
-            frame,
+            signals,
             fees_bps=settings.fees_bps,
             slippage_bps=settings.slippage_bps,
             max_holding_bars=trade["max_holding_bars"],
-            start=data.X_val.index[0],
+            start=proba.index[0],
         ).run()
-        return result
 
     rows = []
     for threshold in sorted({*THRESHOLDS, float(settings.min_confidence)}):
@@ -142,8 +156,10 @@ def validation_backtest(
             }
         )
     table = pd.DataFrame(rows)
-    enough = table[table["trades"] >= MIN_VALIDATED_TRADES]
-    best = float(enough.loc[enough["sharpe"].idxmax(), "min_confidence"]) if len(enough) else np.nan
+    enough = table[(table["trades"] >= MIN_VALIDATED_TRADES) & table["sharpe"].notna()]
+    chosen = (
+        float(enough.loc[enough["sharpe"].idxmax(), "min_confidence"]) if len(enough) else np.nan
+    )
 
     result = run(float(settings.min_confidence))
     m = result.metrics
@@ -157,6 +173,6 @@ def validation_backtest(
         "val_bt_skew": skew,
         "val_bt_kurt": kurt,
         "val_bt_psr": probabilistic_sharpe_ratio(sr, n, skew, kurt),
-        "val_bt_best_min_confidence": best,
+        "val_bt_best_min_confidence": chosen,
     }
     return metrics, table

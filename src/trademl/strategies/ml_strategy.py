@@ -187,7 +187,7 @@ class MLStrategy(BaseStrategy):
         if value is None:
             raise ModelError(
                 f"{self.uri} (version {loaded.version}) has no confidence threshold selected on "
-                "validation (trained with a split.validation other than holdout, without "
+                "validation (trained with split.validation=cpcv or none, without "
                 "evaluation.validation_backtest, with fewer than 10 validation trades at every "
                 "threshold, or by an older trademl); give min_confidence a number, e.g. 0.55"
             )
