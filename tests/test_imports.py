@@ -1,4 +1,5 @@
-"""Start-up stays lean: ``import trademl`` and ``trademl --help`` load no heavy library.
+"""Start-up stays lean: ``import trademl`` and ``trademl --help`` load no heavy library
+(not even pandas: the package's names and the CLI's commands import what they need).
 
 The EMA/Wilder recursion that used ``scipy.signal.lfilter`` now runs in a numba kernel
 loaded on first use; it is checked here to give lfilter's values exactly.
@@ -18,7 +19,7 @@ from scipy.signal import lfilter
 
 from trademl._indicators_nb import first_order_recursion_nb
 
-HEAVY = ("scipy", "mlflow", "matplotlib", "sklearn")
+HEAVY = ("scipy", "mlflow", "matplotlib", "sklearn", "numba", "pandas")
 
 _REPORT = "import sys; print(' '.join(m for m in {heavy!r} if m in sys.modules))"
 

@@ -1,7 +1,5 @@
 """trademl: from OHLCV candles to tracked, registered, backtested trading models."""
 
-from trademl.cleaning import CleaningConfig, CleaningReport, clean_ohlcv_data
-from trademl.data import OHLCV_COLUMNS, load_ohlcv_data, validate_ohlcv
 from trademl.errors import (
     ConfigError,
     DataError,
@@ -11,22 +9,34 @@ from trademl.errors import (
     TrackingError,
     TradeMLError,
 )
-from trademl.features import (
-    FeatureConfig,
-    build_feature_matrix,
-    feature_catalogue,
-    feature_names,
-)
-from trademl.labels import LABEL_TO_INT, LABELS, LabelConfig, align_data_for_training
-from trademl.prepare import PreparedData, prepare_data_for_ml
-from trademl.splits import SplitConfig, purged_cv_splits, split_train_test, walk_forward_folds
-from trademl.synthetic import generate_ohlcv
 
 __version__ = "0.1.0"
 
-# Training, registry, strategies, risk and backtests import MLflow, scikit-learn and numba:
-# they load on first use so that `import trademl` (and the CLI) stays fast.
+# Every name but the errors loads on first use, so that `import trademl` and `trademl --help`
+# import neither pandas nor (for training, registry, strategies, risk and backtests) MLflow,
+# scikit-learn, matplotlib or numba.
 _LAZY = {
+    "CleaningConfig": "trademl.cleaning",
+    "CleaningReport": "trademl.cleaning",
+    "clean_ohlcv_data": "trademl.cleaning",
+    "OHLCV_COLUMNS": "trademl.data",
+    "load_ohlcv_data": "trademl.data",
+    "validate_ohlcv": "trademl.data",
+    "FeatureConfig": "trademl.features",
+    "build_feature_matrix": "trademl.features",
+    "feature_catalogue": "trademl.features",
+    "feature_names": "trademl.features",
+    "LABEL_TO_INT": "trademl.labels",
+    "LABELS": "trademl.labels",
+    "LabelConfig": "trademl.labels",
+    "align_data_for_training": "trademl.labels",
+    "PreparedData": "trademl.prepare",
+    "prepare_data_for_ml": "trademl.prepare",
+    "SplitConfig": "trademl.splits",
+    "purged_cv_splits": "trademl.splits",
+    "split_train_test": "trademl.splits",
+    "walk_forward_folds": "trademl.splits",
+    "generate_ohlcv": "trademl.synthetic",
     "train": "trademl.train",
     "train_pipeline": "trademl.train",
     "compose_config": "trademl._hydra",
@@ -55,34 +65,13 @@ def __getattr__(name: str):
 
 
 __all__ = [
-    "LABELS",
-    "LABEL_TO_INT",
-    "OHLCV_COLUMNS",
-    "CleaningConfig",
-    "CleaningReport",
     "ConfigError",
     "DataError",
-    "FeatureConfig",
     "InsufficientDataError",
     "JournalLockedError",
-    "LabelConfig",
     "ModelError",
-    "PreparedData",
-    "SplitConfig",
     "TrackingError",
     "TradeMLError",
     "__version__",
-    "align_data_for_training",
-    "build_feature_matrix",
-    "clean_ohlcv_data",
-    "feature_catalogue",
-    "feature_names",
-    "generate_ohlcv",
-    "load_ohlcv_data",
-    "prepare_data_for_ml",
-    "purged_cv_splits",
-    "split_train_test",
-    "validate_ohlcv",
-    "walk_forward_folds",
     *_LAZY,
 ]

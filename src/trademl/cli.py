@@ -28,9 +28,7 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, NoReturn
-
-import pandas as pd
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from trademl.errors import (
     EXIT_USER_ERROR,
@@ -40,6 +38,9 @@ from trademl.errors import (
     TradeMLError,
     report,
 )
+
+if TYPE_CHECKING:  # pandas loads inside the commands, so that `trademl --help` stays fast
+    import pandas as pd
 
 __all__ = ["main"]
 
@@ -90,6 +91,8 @@ def _cmd_features(args: argparse.Namespace) -> int:
         if args.markdown:
             print(catalogue_markdown(cat))
         else:
+            import pandas as pd
+
             with pd.option_context("display.max_colwidth", 90, "display.width", 200):
                 print(cat.to_string(index=False))
         return 0
@@ -284,6 +287,8 @@ def _cmd_models(args: argparse.Namespace) -> int:
 
             print(f"no registered models in {MlflowSettings(tracking_uri=uri).describe()}")
             return 0
+        import pandas as pd
+
         table = pd.DataFrame(rows).drop(columns=["created"])
         table["aliases"] = table["aliases"].map(lambda a: ",".join(a) or "-")
         table["run_id"] = table["run_id"].str[:12]
