@@ -117,6 +117,29 @@ def test_a_backtest_holds_for_the_label_horizon_and_reports_suppressed_signals(
     assert "more suppressed by the confidence threshold" in result.summary()
 
 
+def test_one_row_decisions_start_no_thread_pool(production_model, fresh):
+    strategy = ml(production_model)
+    clf = strategy.load().model[-1]
+    clf.set_params(n_jobs=-1)  # as a forest may be stored
+    seen = []
+    original = clf.predict_proba
+
+    def spy(X):
+        seen.append((len(X), clf.n_jobs))
+        return original(X)
+
+    clf.predict_proba = spy
+    try:
+        one = strategy.generate_signal(fresh)
+        batch = strategy.generate_signals(fresh)
+    finally:
+        del clf.predict_proba
+    assert seen[0] == (1, 1)  # the live path: one row, one thread
+    assert seen[1][1] == -1 and clf.n_jobs == -1  # batches keep the model's setting
+    side = {-1: "SHORT", 0: "FLAT", 1: "LONG"}[int(batch["side"].iloc[-1])]
+    assert one["signal"] == side
+
+
 def test_bad_trade_settings_are_refused():
     with pytest.raises(ConfigError, match="strategy.max_holding_bars=0 must be >= 1"):
         MLStrategy(max_holding_bars=0)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -21,7 +23,7 @@ from trademl.labels import LABEL_TO_INT
 from trademl.registry import LoadedModel, load_model, resolve_version
 from trademl.strategies.base import BaseStrategy
 
-__all__ = ["MLStrategy", "model_signals"]
+__all__ = ["MLStrategy", "model_signals", "single_threaded"]
 
 log = logging.getLogger(__name__)
 
@@ -315,6 +317,22 @@ def _check_trade_settings(values: dict[str, Any]) -> None:
             raise ConfigError(f"strategy.{key}={values[key]!r} must be >= {low}")
 
 
+@contextmanager
+def single_threaded(model: Any) -> Iterator[None]:
+    """Run ``model``'s predictions on one thread (its classifier's ``n_jobs`` set to 1 for the
+    block, then put back): starting a thread pool for one row costs more than the trees."""
+    clf = model[-1] if hasattr(model, "steps") else model
+    jobs = clf.get_params().get("n_jobs") if hasattr(clf, "get_params") else None
+    if jobs in (None, 1):
+        yield
+        return
+    clf.set_params(n_jobs=1)
+    try:
+        yield
+    finally:
+        clf.set_params(n_jobs=jobs)
+
+
 def model_signals(
     model: Any,
     df: pd.DataFrame,
@@ -337,7 +355,10 @@ def model_signals(
     X = build_feature_matrix(df, features)
     if last_only:
         X = X.iloc[-1:]
-    proba = predict_with_features(model, X)
+        with single_threaded(model):  # one row: a thread pool costs more than the trees
+            proba = predict_with_features(model, X)
+    else:
+        proba = predict_with_features(model, X)
     codes, confidence = signals_from_probabilities(proba, min_confidence)
     close = df["close"].to_numpy(dtype=np.float64)
     atr = ind.atr(df["high"].to_numpy(), df["low"].to_numpy(), close, atr_period)
