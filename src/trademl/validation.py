@@ -133,35 +133,31 @@ def validation_backtest(
     )
 
     def run(threshold: float):
-        signals["side"] = np.where(confidence >= threshold, side, 0)
         return Backtest(
             candles,
-            signals,
+            signals.assign(side=np.where(confidence >= threshold, side, 0)),
             fees_bps=settings.fees_bps,
             slippage_bps=settings.slippage_bps,
             max_holding_bars=trade["max_holding_bars"],
             start=proba.index[0],
         ).run()
 
-    rows = []
-    for threshold in sorted({*THRESHOLDS, float(settings.min_confidence)}):
-        m = run(threshold).metrics
-        rows.append(
+    results = {t: run(t) for t in sorted({*THRESHOLDS, float(settings.min_confidence)})}
+    table = pd.DataFrame(
+        [
             {
                 "min_confidence": threshold,
-                "signal_bars": m["signal_bars"],
-                "trades": m["trades"],
-                "total_return": m["total_return"],
-                "sharpe": m["sharpe"],
+                **{k: r.metrics[k] for k in ("signal_bars", "trades", "total_return", "sharpe")},
             }
-        )
-    table = pd.DataFrame(rows)
+            for threshold, r in results.items()
+        ]
+    )
     enough = table[(table["trades"] >= MIN_VALIDATED_TRADES) & table["sharpe"].notna()]
     chosen = (
         float(enough.loc[enough["sharpe"].idxmax(), "min_confidence"]) if len(enough) else np.nan
     )
 
-    result = run(float(settings.min_confidence))
+    result = results[float(settings.min_confidence)]  # the configured threshold's backtest
     m = result.metrics
     sr, n, skew, kurt = return_moments(result.equity.pct_change().dropna().to_numpy())
     metrics = {
