@@ -23,7 +23,7 @@ import pandas as pd
 from sklearn.pipeline import Pipeline
 
 from trademl.evaluation import class_probabilities, optimizable_metrics, probability_metrics
-from trademl.labels import LABEL_TO_INT, LABELS
+from trademl.labels import LABELS
 from trademl.prepare import PreparedData
 
 __all__ = [
@@ -36,8 +36,6 @@ __all__ = [
 ]
 
 HEADLINE = ("val_balanced_accuracy", "val_log_loss", "val_ic", "val_rank_ic")
-_SIDE = np.array([0, 0, 0], dtype=np.int64)
-_SIDE[LABEL_TO_INT["SHORT"]], _SIDE[LABEL_TO_INT["LONG"]] = -1, 1
 
 
 def selection_metrics() -> list[str]:
@@ -111,31 +109,29 @@ def validation_backtest(
       none): the threshold selected on validation, which ``MLStrategy(min_confidence=
       "validated")`` trades with.
     """
-    from trademl import indicators as ind
     from trademl.backtest import Backtest
     from trademl.safeguards_stats import probabilistic_sharpe_ratio, return_moments
-    from trademl.strategies.ml_strategy import learned_trade
+    from trademl.strategies.ml_strategy import learned_trade, probability_signals
 
     if proba is None or not len(proba) or not settings.validation_backtest:
         return {}, None
     trade = learned_trade(asdict(data.labels))
     candles = data.candles.loc[: proba.index[-1]]
-    values = proba.reindex(candles.index).to_numpy()
-    known = ~np.isnan(values).any(axis=1)
-    best = np.where(known, np.nan_to_num(values).argmax(axis=1), LABEL_TO_INT["FLAT"])
-    confidence = np.where(known, np.nan_to_num(values).max(axis=1), 0.0)
-    high, low = candles["high"].to_numpy(), candles["low"].to_numpy()
-    atr = ind.atr(high, low, candles["close"].to_numpy(), trade["atr_period"])
-    side = np.where(np.isnan(atr), 0, _SIDE[best])  # SHORT -1, FLAT 0, LONG +1
-    signals = pd.DataFrame(
-        {"sl_distance": trade["sl_atr_mult"] * atr, "tp_distance": trade["tp_atr_mult"] * atr},
-        index=candles.index,
+    signals = probability_signals(  # every LONG/SHORT prediction; thresholds applied below
+        candles,
+        proba,
+        min_confidence=1e-9,
+        sl_atr_mult=trade["sl_atr_mult"],
+        tp_atr_mult=trade["tp_atr_mult"],
+        confidence_sl_adjustment=0.0,  # the labels' fixed barriers, whatever the threshold
+        atr_period=trade["atr_period"],
     )
+    side, confidence = signals["side"].to_numpy(), signals["confidence"].to_numpy()
 
     def run(threshold: float):
         return Backtest(
             candles,
-            signals.assign(side=np.where(confidence >= threshold, side, 0)),
+            signals.assign(side=np.where(confidence >= threshold, side, 0).astype(np.int8)),
             fees_bps=settings.fees_bps,
             slippage_bps=settings.slippage_bps,
             max_holding_bars=trade["max_holding_bars"],

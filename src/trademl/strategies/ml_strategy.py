@@ -23,7 +23,7 @@ from trademl.labels import LABEL_TO_INT
 from trademl.registry import LoadedModel, load_model, resolve_version
 from trademl.strategies.base import BaseStrategy
 
-__all__ = ["MLStrategy", "model_signals", "single_threaded"]
+__all__ = ["MLStrategy", "model_signals", "probability_signals", "single_threaded"]
 
 log = logging.getLogger(__name__)
 
@@ -333,6 +333,45 @@ def single_threaded(model: Any) -> Iterator[None]:
         clf.set_params(n_jobs=jobs)
 
 
+def probability_signals(
+    df: pd.DataFrame,
+    proba: pd.DataFrame,
+    *,
+    min_confidence: float = 0.55,
+    sl_atr_mult: float = 1.5,
+    tp_atr_mult: float = 3.0,
+    confidence_sl_adjustment: float = 0.3,
+    atr_period: int = 14,
+) -> pd.DataFrame:
+    """:func:`model_signals`' frame from class probabilities (columns SHORT, FLAT, LONG) on
+    some or all of ``df``'s bars; bars without probabilities or ATR have side 0."""
+    codes, confidence = signals_from_probabilities(proba, min_confidence)
+    close = df["close"].to_numpy(dtype=np.float64)
+    atr = ind.atr(df["high"].to_numpy(), df["low"].to_numpy(), close, atr_period)
+    out = pd.DataFrame(index=df.index)
+    out["side"] = pd.Series(_CODE_TO_SIDE[codes], index=proba.index).reindex(df.index)
+    out["confidence"] = pd.Series(confidence, index=proba.index).reindex(df.index)
+    for name in proba.columns:
+        out[f"p_{name}"] = proba[name].reindex(df.index)
+    sl, tp = calculate_signal_strength(
+        atr,
+        out["confidence"].fillna(0.0).to_numpy(),
+        min_confidence=min_confidence,
+        base_sl_atr_mult=sl_atr_mult,
+        base_tp_atr_mult=tp_atr_mult,
+        confidence_sl_adjustment=confidence_sl_adjustment,
+    )
+    out["sl_distance"], out["tp_distance"], out["atr"] = sl, tp, atr
+    out["entry_price"] = close
+    out.loc[np.isnan(atr), "side"] = 0
+    out["side"] = out["side"].fillna(0).astype(np.int8)
+    probs = out[["p_SHORT", "p_FLAT", "p_LONG"]].fillna(0.0).to_numpy()
+    best_side = _CODE_TO_SIDE[probs.argmax(axis=1)]
+    out["suppressed"] = (best_side != 0) & (out["side"].to_numpy() == 0) & ~np.isnan(atr)
+    out.loc[out["confidence"].isna(), "suppressed"] = False
+    return out
+
+
 def model_signals(
     model: Any,
     df: pd.DataFrame,
@@ -359,27 +398,13 @@ def model_signals(
             proba = predict_with_features(model, X)
     else:
         proba = predict_with_features(model, X)
-    codes, confidence = signals_from_probabilities(proba, min_confidence)
-    close = df["close"].to_numpy(dtype=np.float64)
-    atr = ind.atr(df["high"].to_numpy(), df["low"].to_numpy(), close, atr_period)
-    out = pd.DataFrame(index=df.index)
-    out["side"] = pd.Series(_CODE_TO_SIDE[codes], index=X.index).reindex(df.index)
-    out["confidence"] = pd.Series(confidence, index=X.index).reindex(df.index)
-    for name in proba.columns:
-        out[f"p_{name}"] = proba[name].reindex(df.index)
-    sl, tp = calculate_signal_strength(
-        atr,
-        out["confidence"].fillna(0.0).to_numpy(),
+    out = probability_signals(
+        df,
+        proba,
         min_confidence=min_confidence,
-        base_sl_atr_mult=sl_atr_mult,
-        base_tp_atr_mult=tp_atr_mult,
+        sl_atr_mult=sl_atr_mult,
+        tp_atr_mult=tp_atr_mult,
         confidence_sl_adjustment=confidence_sl_adjustment,
+        atr_period=atr_period,
     )
-    out["sl_distance"], out["tp_distance"], out["atr"] = sl, tp, atr
-    out["entry_price"] = close
-    out.loc[np.isnan(atr), "side"] = 0
-    out["side"] = out["side"].fillna(0).astype(np.int8)
-    best_side = out[["p_SHORT", "p_FLAT", "p_LONG"]].fillna(0.0).to_numpy().argmax(axis=1) - 1
-    out["suppressed"] = (best_side != 0) & (out["side"].to_numpy() == 0) & ~np.isnan(atr)
-    out.loc[out["confidence"].isna(), "suppressed"] = False
     return out.iloc[-1:] if last_only else out
