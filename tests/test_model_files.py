@@ -243,3 +243,17 @@ def test_backtest_and_live_refuse_a_pickle_model_in_one_line(
         assert "serialization_format 'pickle'" in lines[-1]
         assert "Traceback" not in err
     assert not marker.exists()
+
+
+def test_extra_files_beside_the_model_come_back_with_it(original, tmp_path):
+    from trademl.tracking.model_files import EXTRAS_DIR
+
+    def add_extra(path: Path) -> None:
+        (path / EXTRAS_DIR).mkdir(exist_ok=True)
+        (path / EXTRAS_DIR / "note.bin").write_bytes(b"\x00compiled")
+
+    store = original["store"]["uri"]
+    assert load_model(f"models:/{NAME}/1", tracking_uri=store).extras == {}
+    uri = tampered(original, tmp_path, add_extra)
+    loaded = load_model(uri, tracking_uri=store)
+    assert loaded.extras["note.bin"] == b"\x00compiled"

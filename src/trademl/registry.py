@@ -77,6 +77,7 @@ class LoadedModel:
     version: str | None
     run_id: str | None
     metadata: dict[str, Any] = field(default_factory=dict)
+    extras: dict[str, bytes] = field(default_factory=dict)  # files logged beside the model
 
     @property
     def trademl(self) -> dict[str, Any]:
@@ -251,6 +252,7 @@ def load_model(reference: str, *, tracking_uri: str | None = None) -> LoadedMode
     with tempfile.TemporaryDirectory(prefix="trademl-load-") as tmp:
         files = download_model_files(source, settings, what, tmp)
         model = load_model_dir(files, estimator=estimator)
+        extras = files.extras
     return LoadedModel(
         model=model,
         uri=what,
@@ -258,6 +260,7 @@ def load_model(reference: str, *, tracking_uri: str | None = None) -> LoadedMode
         version=str(version.version) if version else None,
         run_id=version.run_id if version else ref.run_id,
         metadata=files.metadata,
+        extras=extras,
     )
 
 

@@ -32,6 +32,7 @@ from trademl.tracking.runs import RunRecorder
 __all__ = ["ModelFiles", "download_model_files", "load_model_dir", "log_model", "register_version"]
 
 MLMODEL = "MLmodel"
+EXTRAS_DIR = "trademl_extras"  # files logged beside the model (see log_model's extra_files)
 
 
 @dataclass
@@ -53,8 +54,14 @@ def log_model(
     metadata: dict[str, Any] | None = None,
     trusted_types: list[str] | None = None,
     pip_requirements: list[str] | None = None,
+    extra_files: dict[str, bytes] | None = None,
 ) -> LoggedModelInfo:
-    """Save ``model`` (skops) as an MLflow model of the recorder's run; returns where it is."""
+    """Save ``model`` (skops) as an MLflow model of the recorder's run; returns where it is.
+
+    ``extra_files`` (name to content) are written beside it in the model's
+    :data:`EXTRAS_DIR` folder (e.g. a compiled form of the model); :attr:`ModelFiles.extras`
+    reads them back.
+    """
     import mlflow.sklearn
     from mlflow.models import Model
 
@@ -84,12 +91,24 @@ def log_model(
                 metadata=metadata,
                 pip_requirements=pip_requirements,
             )
+            _write_extras(path, extra_files or {})
             client.log_model_artifacts(logged.model_id, str(path))
         client.finalize_logged_model(logged.model_id, "READY")
     except BaseException:
         _quietly(client.finalize_logged_model, logged.model_id, "FAILED")
         raise
     return LoggedModelInfo(logged.model_id, logged.artifact_location, recorder.run_id)
+
+
+def _write_extras(path: Path, extra_files: dict[str, bytes]) -> None:
+    if not extra_files:
+        return
+    folder = path / EXTRAS_DIR
+    folder.mkdir()
+    for name, content in extra_files.items():
+        if Path(name).name != name or name in ("", ".", ".."):
+            raise ValueError(f"extra model file name {name!r} must be a plain file name")
+        (folder / name).write_bytes(content)
 
 
 def register_version(
@@ -140,6 +159,14 @@ class ModelFiles:
         """The trademl metadata (features, labels, estimator, periods), ``{}`` if absent."""
         meta = self.metadata.get("trademl") or {}
         return dict(meta) if isinstance(meta, dict) else {}
+
+    @property
+    def extras(self) -> dict[str, bytes]:
+        """The files :func:`log_model` wrote in :data:`EXTRAS_DIR` (name to content)."""
+        folder = self.path / EXTRAS_DIR
+        if not folder.is_dir():
+            return {}
+        return {f.name: f.read_bytes() for f in sorted(folder.iterdir()) if f.is_file()}
 
     @property
     def signature_inputs(self) -> int | None:
