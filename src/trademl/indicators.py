@@ -6,7 +6,8 @@ ones (EMA, Wilder smoothing, RSI, ATR) follow TA-Lib's definitions exactly:
 
 * EMA: ``y[t] = a * x[t] + (1 - a) * y[t-1]`` with ``a = 2 / (period + 1)``
   (pandas ``ewm(adjust=False)`` recursion), seeded with the simple mean of the
-  first ``period`` values, so the first value is at index ``period - 1``.
+  first ``period`` values (summed in order, exactly the value when they are all
+  equal), so the first value is at index ``period - 1``.
 * Wilder smoothing: the same recursion with ``a = 1 / period``.
 * RSI: Wilder averages of gains and losses seeded with the mean of the first
   ``period`` changes; first value at index ``period``. A window with neither
@@ -15,7 +16,10 @@ ones (EMA, Wilder smoothing, RSI, ATR) follow TA-Lib's definitions exactly:
   the first ``period`` true ranges; first value at index ``period``.
 
 Each recursion keeps one number of state, so a streaming implementation can
-reproduce the batch values exactly. The recursion runs in a numba kernel
+reproduce the batch values exactly. The rolling windows are computed from each
+window's values (two passes for deviations) by the same compiled functions the
+streaming features use; a window whose values span less than 1e-12 of their
+magnitude is flat (standard deviation 0, correlation 0). The recursion runs in a numba kernel
 (:mod:`trademl._indicators_nb`, loaded on the first EMA) whose floating-point
 operations are those of ``scipy.signal.lfilter``, used before: the values are the
 same, and ``import trademl`` loads neither scipy nor numba.
@@ -24,7 +28,6 @@ same, and ``import trademl`` loads neither scipy nor numba.
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 
 __all__ = [
     "atr",
@@ -48,11 +51,11 @@ def _recursive_mean(x: np.ndarray, period: int, alpha: float, start: int) -> np.
     first = start + period - 1
     if first >= n:
         return out
-    seed = x[start : start + period].mean()
+    from trademl._indicators_nb import first_order_recursion_nb, seed_mean_nb
+
+    seed = seed_mean_nb(np.ascontiguousarray(x[start : start + period]))
     out[first] = seed
     if first + 1 < n:
-        from trademl._indicators_nb import first_order_recursion_nb
-
         decay = 1.0 - alpha
         out[first + 1 :] = first_order_recursion_nb(
             np.ascontiguousarray(x[first + 1 :]), alpha, decay, decay * seed
@@ -111,27 +114,33 @@ def shift(x: np.ndarray, k: int) -> np.ndarray:
     return out
 
 
+def _rolling(kind: int, x: np.ndarray, window: int, y: np.ndarray | None = None) -> np.ndarray:
+    from trademl._indicators_nb import rolling_nb
+
+    x = np.ascontiguousarray(x, dtype=np.float64)
+    y = x if y is None else np.ascontiguousarray(y, dtype=np.float64)
+    return rolling_nb(kind, x, y, int(window))
+
+
 def rolling_mean(x: np.ndarray, window: int) -> np.ndarray:
     """Trailing mean over ``window`` values (NaN until the window is full)."""
-    return pd.Series(x).rolling(window).mean().to_numpy()
+    return _rolling(1, x, window)
 
 
 def rolling_sum(x: np.ndarray, window: int) -> np.ndarray:
     """Trailing sum over ``window`` values (NaN until the window is full)."""
-    return pd.Series(x).rolling(window).sum().to_numpy()
+    return _rolling(0, x, window)
 
 
 def rolling_std(x: np.ndarray, window: int) -> np.ndarray:
-    """Trailing sample standard deviation (ddof=1) over ``window`` values."""
-    return pd.Series(x).rolling(window).std().to_numpy()
+    """Trailing sample standard deviation (ddof=1) over ``window`` values; 0 on a flat window
+    (its values span less than 1e-12 of their magnitude: rounding, not variation)."""
+    return _rolling(2, x, window)
 
 
 def rolling_corr(x: np.ndarray, y: np.ndarray, window: int) -> np.ndarray:
-    """Trailing Pearson correlation in [-1, 1]; 0 where either side is constant in the window."""
-    corr = pd.Series(x).rolling(window).corr(pd.Series(y)).to_numpy(copy=True)
-    complete = ~np.isnan(rolling_mean(x, window) + rolling_mean(y, window))
-    corr[complete & ~np.isfinite(corr)] = 0.0
-    return np.clip(corr, -1.0, 1.0)
+    """Trailing Pearson correlation in [-1, 1]; 0 where either side is flat in the window."""
+    return _rolling(3, x, window, y)
 
 
 def safe_div(num: np.ndarray, den: np.ndarray, fill: float = 0.0) -> np.ndarray:
