@@ -66,7 +66,7 @@ def test_info_of_version_and_model(two_versions, store):
     info = get_model_info("models:/baseline_rf/2", tracking_uri=store["uri"])
     assert info["version"] == 2 and info["params"]["seed"] == "7"
     assert info["trademl"]["feature_names"][0] == "open_norm"
-    assert info["signature_inputs"] == 49
+    assert info["feature_count"] == 49 and info["pyfunc_loader"] == "trademl.serving"
     whole = get_model_info("baseline_rf", tracking_uri=store["uri"])
     assert [v["version"] for v in whole["versions"]] == [1, 2]
 

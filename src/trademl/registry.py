@@ -382,7 +382,8 @@ def get_model_info(reference: str, *, tracking_uri: str | None = None) -> dict[s
         metrics=dict(run.data.metrics) if run else {},
         params=dict(run.data.params) if run else {},
         trademl=files.trademl,
-        signature_inputs=files.signature_inputs,
+        feature_count=files.feature_count,
+        pyfunc_loader=files.pyfunc_loader,
     )
     return row
 

@@ -24,7 +24,6 @@ import numpy as np
 import sklearn
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from mlflow.models import infer_signature
 from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
@@ -342,12 +341,10 @@ def _log_run(
         rec.log_dict(sealed, SEALED_TEST_METRICS)
     rec.set_tags({"evaluation_artifacts": f"{evaluation.segment} period"})
     log_evaluation(rec, evaluation, title=spec.name, top=top)
-    sample = data.X_train.head(5)
     logged = log_model(
         rec,
         model,
-        signature=infer_signature(sample, model.predict(sample)),
-        input_example=sample,
+        example_candles=data.candles,
         metadata=_model_metadata(
             data,
             spec,

@@ -1,10 +1,12 @@
 """Model files in MLflow: write a skops model into a run, register it, and load it back safely.
 
 Writing (:func:`log_model`) saves the fitted pipeline as an MLflow model (sklearn flavour,
-skops format, with the trademl metadata), creates MLflow's logged-model record for the run
-and uploads the files, all through the run's client. :func:`register_version` then creates
-the registry version in one call (with its description), so a failure leaves either no
-version or a complete one.
+skops format, with the trademl metadata) whose ``python_function`` flavour is
+:mod:`trademl.serving` (raw candles in, MLStrategy's signal out, loaded by the rules below;
+its signature and input example describe candles), creates MLflow's logged-model record for
+the run and uploads the files, all through the run's client. :func:`register_version` then
+creates the registry version in one call (with its description), so a failure leaves either
+no version or a complete one.
 
 Reading (:func:`load_model_dir`) never unpickles and never obeys the model's own ``MLmodel``
 about what is safe: the file must be skops, and it loads with trademl's reviewed
@@ -49,8 +51,7 @@ def log_model(
     model: Any,
     *,
     name: str = "model",
-    signature: Any = None,
-    input_example: Any = None,
+    example_candles: Any = None,
     metadata: dict[str, Any] | None = None,
     trusted_types: list[str] | None = None,
     pip_requirements: list[str] | None = None,
@@ -58,12 +59,19 @@ def log_model(
 ) -> LoggedModelInfo:
     """Save ``model`` (skops) as an MLflow model of the recorder's run; returns where it is.
 
-    ``extra_files`` (name to content) are written beside it in the model's
-    :data:`EXTRAS_DIR` folder (e.g. a compiled form of the model); :attr:`ModelFiles.extras`
-    reads them back.
+    Its ``python_function`` flavour is :mod:`trademl.serving` (``metadata`` must hold the
+    trademl features and labels it rebuilds the strategy from), with the candle signature;
+    the last window of ``example_candles`` (clean candles, e.g. the ones trained on) that
+    the model needs is its input example. ``extra_files`` (name to content) are written
+    beside it in the model's :data:`EXTRAS_DIR` folder (e.g. a compiled form of the model);
+    :attr:`ModelFiles.extras` reads them back.
     """
     import mlflow.sklearn
     from mlflow.models import Model
+
+    from trademl import serving
+
+    example = None if example_candles is None else serving.example_window(example_candles, metadata)
 
     client = recorder.client
     logged = client.create_logged_model(
@@ -86,11 +94,12 @@ def log_model(
                 mlflow_model=mlflow_model,
                 serialization_format="skops",
                 skops_trusted_types=list(trusted_types or []),
-                signature=signature,
-                input_example=input_example,
+                signature=serving.candle_signature(),
+                input_example=example,
                 metadata=metadata,
                 pip_requirements=pip_requirements,
             )
+            _serve_with_trademl(mlflow_model, path)
             _write_extras(path, extra_files or {})
             client.log_model_artifacts(logged.model_id, str(path))
         client.finalize_logged_model(logged.model_id, "READY")
@@ -98,6 +107,25 @@ def log_model(
         _quietly(client.finalize_logged_model, logged.model_id, "FAILED")
         raise
     return LoggedModelInfo(logged.model_id, logged.artifact_location, recorder.run_id)
+
+
+def _serve_with_trademl(mlflow_model: Any, path: Path) -> None:
+    """Make :mod:`trademl.serving` the model's ``python_function`` flavour (instead of
+    MLflow's sklearn loader, which takes engineered features, answers class codes and trusts
+    the types the ``MLmodel`` lists), keeping the environment files; rewrites ``MLmodel``."""
+    from mlflow import pyfunc
+
+    from trademl import serving
+
+    env = dict(mlflow_model.flavors.get(pyfunc.FLAVOR_NAME, {}).get(pyfunc.ENV) or {})
+    pyfunc.add_to_model(
+        mlflow_model,
+        loader_module=serving.LOADER_MODULE,
+        data=mlflow_model.flavors["sklearn"]["pickled_model"],
+        conda_env=env.get("conda"),
+        python_env=env.get("virtualenv"),
+    )
+    mlflow_model.save(str(path / MLMODEL))
 
 
 def _write_extras(path: Path, extra_files: dict[str, bytes]) -> None:
@@ -169,7 +197,14 @@ class ModelFiles:
         return {f.name: f.read_bytes() for f in sorted(folder.iterdir()) if f.is_file()}
 
     @property
-    def signature_inputs(self) -> int | None:
+    def feature_count(self) -> int | None:
+        """How many feature columns the sklearn model takes: the stored feature names, or
+        (a model without them) the columns of its signature when that describes features."""
+        names = self.trademl.get("feature_names")
+        if isinstance(names, list):
+            return len(names)
+        if self.pyfunc_loader == "trademl.serving":
+            return None  # its signature describes candles, not features
         sig = self.mlmodel.get("signature") or {}
         inputs = sig.get("inputs") if isinstance(sig, dict) else None
         if not isinstance(inputs, str):
@@ -178,6 +213,16 @@ class ModelFiles:
             return len(yaml.safe_load(inputs))
         except yaml.YAMLError:
             return None
+
+    @property
+    def pyfunc_loader(self) -> str | None:
+        """The ``python_function`` flavour's loader module: ``trademl.serving`` (candles in,
+        signal out) for versions :func:`log_model` writes, ``mlflow.sklearn`` (features in,
+        class codes out) for versions logged by an older trademl."""
+        flavors = self.mlmodel.get("flavors")
+        conf = flavors.get("python_function") if isinstance(flavors, dict) else None
+        loader = conf.get("loader_module") if isinstance(conf, dict) else None
+        return loader if isinstance(loader, str) else None
 
 
 def download_model_files(
