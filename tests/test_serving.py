@@ -5,6 +5,7 @@ real ``mlflow models serve`` on loopback), loading by trademl's trusted-type rul
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import pickle
 import shutil
@@ -27,6 +28,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer
 
 from trademl import DataError, InsufficientDataError, ModelError, generate_ohlcv
+from trademl.features import build_feature_matrix
 from trademl.registry import get_model_info, load_model
 from trademl.serving import OUTPUT_COLUMNS
 from trademl.strategies import MLStrategy
@@ -318,7 +320,7 @@ def test_the_estimator_named_in_the_metadata_chooses_the_trusted_types(model, tm
         pyfunc_load(tampered(model, tmp_path, rename), model["uri"])
 
 
-def test_a_version_logged_before_serving_still_loads_with_trademl(model, tmp_path):
+def test_a_version_logged_before_serving_still_loads_with_trademl(model, candles, tmp_path):
     """An older version (MLflow's sklearn pyfunc, a signature of 49 features) loads with
     trademl.registry.load_model as before; served, it is MLflow's sklearn model."""
 
@@ -333,16 +335,20 @@ def test_a_version_logged_before_serving_still_loads_with_trademl(model, tmp_pat
             }
             names = data["metadata"]["trademl"].pop("feature_names")
             data["signature"] = {
-                "inputs": yaml.safe_dump([{"type": "double", "name": n} for n in names]),
+                "inputs": json.dumps([{"type": "double", "name": n} for n in names]),
                 "outputs": None,
             }
 
         edit_mlmodel(path, change)
 
     uri = tampered(model, tmp_path, old)
-    assert load_model(uri, tracking_uri=model["uri"]).model is not None
+    loaded = load_model(uri, tracking_uri=model["uri"])
     info = get_model_info(uri, tracking_uri=model["uri"])
     assert info["feature_count"] == 49 and info["pyfunc_loader"] == "mlflow.sklearn"
+    X = build_feature_matrix(candles.iloc[-60:], loaded.trademl["features"])
+    codes = pyfunc_load(uri, model["uri"]).predict(X)
+    assert set(np.unique(codes)) <= {0, 1, 2}
+    assert list(codes) == list(loaded.model.predict(X))
 
 
 # -- (d) bad requests -----------------------------------------------------------------------------

@@ -36,6 +36,21 @@ model was loaded through a ``models:/`` URI (MLflow writes them beside the files
 A request the model cannot answer (too few bars, candles that are not clean, an unknown
 threshold) is an ``MlflowException`` with MLflow's ``INVALID_PARAMETER_VALUE`` code (HTTP
 400 from the server) whose message is trademl's, and whose cause is the trademl error.
+Requests are JSON: MLflow's CSV parser needs a concrete type for every column, and
+``timestamp``/``window`` accept several.
+
+**Where it runs**: ``--env-manager local`` in an environment where trademl is installed
+(the model's requirements do not name trademl, so an environment MLflow builds lacks it).
+
+**Older versions** (logged before this module existed) keep MLflow's sklearn pyfunc: served,
+they take the engineered feature columns and answer class codes (0 SHORT, 1 FLAT, 2 LONG),
+and MLflow loads their skops file with the types their own ``MLmodel`` lists;
+:func:`trademl.registry.load_model` and MLStrategy load them as before. Retrain to serve one.
+
+**What this does not protect**: MLflow imports whichever loader module the ``MLmodel``
+names, so an ``MLmodel`` rewritten to name another loader (``mlflow.sklearn`` with a pickle)
+is loaded by that loader; trademl's own loading (:func:`trademl.registry.load_model`)
+never is.
 """
 
 from __future__ import annotations
