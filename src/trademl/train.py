@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 
 from trademl import __version__
 from trademl._hydra import CONFIG_DIR, compose_config, instantiate_node
+from trademl.compiled import compile_model
 from trademl.errors import ConfigError, exit_on_user_error
 from trademl.evaluation import class_probabilities, evaluate, probability_metrics
 from trademl.labels import LABEL_TO_INT
@@ -127,6 +128,7 @@ def _model_metadata(
     data_config: dict[str, Any],
     *,
     validated_min_confidence: float | None = None,
+    compiled: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """What a strategy needs to rebuild the features from the registry URI alone, and what a
     backtest needs to know which bars the model learned from (:mod:`trademl.periods`)."""
@@ -149,6 +151,7 @@ def _model_metadata(
                 if validated_min_confidence is None or np.isnan(validated_min_confidence)
                 else float(validated_min_confidence)
             ),
+            "compiled": compiled,  # trademl.compiled: the ONNX form, or why there is none
             **training_periods(
                 data.candles,
                 data.X_train.index,
@@ -341,6 +344,7 @@ def _log_run(
         rec.log_dict(sealed, SEALED_TEST_METRICS)
     rec.set_tags({"evaluation_artifacts": f"{evaluation.segment} period"})
     log_evaluation(rec, evaluation, title=spec.name, top=top)
+    compiled = compile_model(model, data.X_test)  # never raises: a failure is its reason
     logged = log_model(
         rec,
         model,
@@ -351,6 +355,7 @@ def _log_run(
             data.report["cleaning"].get("freq"),
             _data_config(cfg.data),
             validated_min_confidence=evaluation.metrics.get("val_bt_best_min_confidence"),
+            compiled=compiled.metadata,
         ),
         trusted_types=spec.trusted_types,
         pip_requirements=[
@@ -359,6 +364,7 @@ def _log_run(
             "skops",
             *spec.pip_requirements,
         ],
+        extra_files=compiled.files,
     )
     version = None
     if name:
