@@ -85,7 +85,8 @@ def test_ml_replay_equals_the_backtest_and_is_an_mlflow_session(
     production_model, candles_csv, tmp_path
 ):
     store = production_model["store"]
-    summary = run_live(live_cfg(store, tmp_path / "j.db", candles_csv))
+    # every candle's equity point (live.metrics_interval=0), as a real-time feed gets them
+    summary = run_live(live_cfg(store, tmp_path / "j.db", candles_csv, "live.metrics_interval=0"))
     assert summary.candles == 700 and not summary.stopped_by_signal
     assert_same_trades(summary.trades, backtest_trades(store, candles_csv))
     assert set(summary.latency_ms) == {"p50", "p95", "p99"}
@@ -120,10 +121,55 @@ def test_rule_based_replay_equals_the_backtest_with_two_symbols(store, candles_c
     )
     summary = run_live(cfg)
     trades = summary.trades
+    # a fast replay logs at most one point per second per symbol, and always the last candle
+    client = client_for(store)
+    run = client.search_runs([client.get_experiment_by_name("trademl-live").experiment_id])[0]
+    for symbol, n in (("BTCUSDT", 700), ("ETHUSDT", 500)):
+        points = client.get_metric_history(run.info.run_id, f"equity_{symbol}")
+        assert 1 <= len(points) < n and max(p.step for p in points) == n - 1
     for symbol, csv in (("BTCUSDT", candles_csv), ("ETHUSDT", other)):
         # each symbol trades half of the cash: the backtest with that cash is identical
         bt = backtest_trades(store, csv, "strategy=scalping_ema_rsi", "backtest.cash=5000")
         assert_same_trades(trades[trades["symbol"] == symbol], bt)
+
+
+@pytest.mark.parametrize(
+    ("extra", "durable"),
+    [((), False), (("+feeds.0.speed=1000",), True), (("live.durable=true",), True)],
+)
+def test_the_journal_fsyncs_each_candle_unless_a_file_is_replayed_at_full_speed(
+    store, candles_csv, tmp_path, extra, durable
+):
+    runtime, _ = build_runtime(
+        live_cfg(store, tmp_path / "j.db", candles_csv, *SCALPING, "log_to_mlflow=false", *extra)
+    )
+    try:
+        assert runtime.journal.durable is durable
+        sync = runtime.journal._db.execute("PRAGMA synchronous").fetchone()[0]
+        assert sync == (2 if durable else 1)  # FULL, NORMAL
+    finally:
+        runtime.journal.close()
+
+
+def test_a_strategy_without_a_stream_trades_on_a_window(store, candles_csv, tmp_path, monkeypatch):
+    """A user strategy that implements generate_signal only (no stream) is asked for it on
+    the trailing window, and trades as the backtest does."""
+    from trademl.strategies import ScalpingEMARSI
+    from trademl.strategies.base import BaseStrategy
+
+    monkeypatch.setattr(ScalpingEMARSI, "stream", BaseStrategy.stream)
+    calls = []
+    original = ScalpingEMARSI.generate_signal
+
+    def counted(self, df):
+        calls.append(len(df))
+        return original(self, df)
+
+    monkeypatch.setattr(ScalpingEMARSI, "generate_signal", counted)
+    summary = run_live(live_cfg(store, tmp_path / "j.db", candles_csv, *SCALPING))
+    assert calls and max(calls) <= 1000  # the window, not a stream
+    bt = backtest_trades(store, candles_csv, "strategy=scalping_ema_rsi")
+    assert_same_trades(summary.trades, bt)
 
 
 def _run_cli(args, env=None):
@@ -369,12 +415,12 @@ def test_two_sessions_on_one_journal_one_is_refused_and_a_crash_does_not_block(
 def test_a_non_project_error_fails_the_session_run_and_frees_the_journal(
     store, candles_csv, tmp_path, monkeypatch
 ):
-    from trademl.strategies import ScalpingEMARSI
+    from trademl.strategies import scalping
 
-    def broken(self, df):
+    def broken(self, candle):
         raise RuntimeError("strategy blew up")
 
-    monkeypatch.setattr(ScalpingEMARSI, "generate_signal", broken)
+    monkeypatch.setattr(scalping._ScalpingStream, "_step", broken)  # the live decision
     cfg = live_cfg(store, tmp_path / "j.db", candles_csv, *SCALPING)
     with pytest.raises(RuntimeError, match="blew up"):
         run_live(cfg)

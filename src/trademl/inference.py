@@ -35,10 +35,12 @@ def predict_with_features(model, X: pd.DataFrame) -> pd.DataFrame:
 
 
 def signals_from_probabilities(
-    proba: pd.DataFrame, min_confidence: float
+    proba: pd.DataFrame | np.ndarray, min_confidence: float
 ) -> tuple[np.ndarray, np.ndarray]:
-    """``(codes, confidence)``: the most likely class, FLAT when below ``min_confidence``."""
-    values = proba[list(LABELS)].to_numpy()
+    """``(codes, confidence)``: the most likely class, FLAT when below ``min_confidence``.
+
+    ``proba`` is a frame with the label columns, or an array of rows in label order."""
+    values = proba[list(LABELS)].to_numpy() if isinstance(proba, pd.DataFrame) else proba
     best = values.argmax(axis=1)
     confidence = values[np.arange(len(values)), best]
     codes = np.where(confidence >= min_confidence, best, LABEL_TO_INT["FLAT"])

@@ -154,8 +154,10 @@ class LiveSettings:
     journal: str = "live_journal.db"
     reload_interval: float = 60.0
     metrics_every: int = 50
+    metrics_interval: float = 1.0
     close_at_end: bool = True
     allow_in_sample: bool = False
+    durable: str | bool = "auto"
 
     def __post_init__(self) -> None:
         if self.window is not None and self.window < 2:
@@ -167,6 +169,12 @@ class LiveSettings:
             raise ConfigError("live.journal must be a file path")
         _positive("live.reload_interval", self.reload_interval, allow_zero=True)
         _positive("live.metrics_every", self.metrics_every)
+        _positive("live.metrics_interval", self.metrics_interval, allow_zero=True)
+        if self.durable not in (True, False, "auto"):
+            raise ConfigError(
+                f"live.durable={self.durable!r} must be true (fsync every candle), false, or "
+                "auto (false for files replayed as fast as possible, true otherwise)"
+            )
 
 
 @dataclass(frozen=True)

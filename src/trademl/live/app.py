@@ -97,9 +97,13 @@ class SessionTracker:
         params: dict[str, str],
         tags: dict[str, str],
         metrics_every: int = 50,
+        metrics_interval: float = 1.0,
     ) -> None:
         self.metrics_every = max(1, int(metrics_every))
+        self.metrics_interval = float(metrics_interval)
         self.buffer: list[Metric] = []
+        self._last_point: dict[str, float] = {}  # symbol: wall time of its last logged point
+        self._pending: dict[str, list[Metric]] = {}  # symbol: its newest unlogged point
         run_id = journal.get_meta("mlflow_run_id")
         if run_id:
             self.rec = RunRecorder.start(
@@ -118,14 +122,24 @@ class SessionTracker:
         self.client, self.run_id = self.rec.client, self.rec.run_id
 
     def candle(self, trader: SymbolTrader) -> None:
-        now = int(time.time() * 1000)
+        """The symbol's equity, position and realised P&L at this candle, as step metrics: at
+        most one point per ``metrics_interval`` seconds (every candle of a real-time feed,
+        about one per second of a fast replay), and always the last one."""
+        wall = time.time()
         bar = int(trader.state[S_BAR])
         s = trader.symbol
-        self.buffer += [
+        now = int(wall * 1000)
+        point = [
             Metric(f"equity_{s}", float(trader.state[S_EQUITY]), now, bar),
             Metric(f"position_{s}", float(trader.state[S_POS]), now, bar),
             Metric(f"realised_pnl_{s}", float(trader.state[S_CASH] - trader.cash0), now, bar),
         ]
+        if wall - self._last_point.get(s, float("-inf")) < self.metrics_interval:
+            self._pending[s] = point  # logged if it turns out to be the last one
+            return
+        self._last_point[s] = wall
+        self._pending.pop(s, None)
+        self.buffer += point
         if len(self.buffer) >= 3 * self.metrics_every:
             self.flush()
 
@@ -139,6 +153,9 @@ class SessionTracker:
         self.buffer = []
 
     def finish(self, summary: LiveSummary) -> None:
+        for point in self._pending.values():  # each symbol's last candle
+            self.buffer += point
+        self._pending = {}
         self.flush()
         metrics = {f"decision_latency_{k}_ms": v for k, v in summary.latency_ms.items()}
         metrics.update({f"final_equity_{k}": v for k, v in summary.equity.items()})
@@ -171,7 +188,10 @@ def build_runtime(cfg: DictConfig) -> tuple[LiveRuntime, SessionTracker | None]:
     )
     risk, mlflow_settings = checked["risk"], checked["mlflow"]
     feeds = [_feed(f) for f in feeds_cfg]
-    journal = Journal(live["journal"])
+    durable = live.get("durable", "auto")
+    if durable == "auto":
+        durable = not all(f.replayable for f in feeds)
+    journal = Journal(live["journal"], durable=bool(durable))
     try:
         return _assemble(
             cfg,
@@ -226,7 +246,13 @@ def _assemble(cfg, live, symbols, feeds, journal, execution, risk, mlflow_settin
         if isinstance(strategy, MLStrategy):
             tags.update(model_uri=strategy.uri, model_version=str(strategy.load().version))
         tracker = SessionTracker(
-            settings, experiment_id, journal, params, tags, live.get("metrics_every", 50)
+            settings,
+            experiment_id,
+            journal,
+            params,
+            tags,
+            live.get("metrics_every", 50),
+            float(live.get("metrics_interval", 1.0)),
         )
     runtime = LiveRuntime(
         traders,

@@ -59,6 +59,12 @@ class Feed(ABC):
     symbol: str
     finite: bool = False
 
+    @property
+    def replayable(self) -> bool:
+        """Whether the feed can give its candles again (a file replayed as fast as possible):
+        its journal need not fsync each candle (see ``live.durable``)."""
+        return False
+
     @abstractmethod
     def history(self, until: pd.Timestamp | None = None) -> pd.DataFrame: ...
 
@@ -83,6 +89,10 @@ class ReplayFeed(Feed):
         raw = load_ohlcv_data(self.path)
         self._data, self.report = clean_ohlcv_data(raw)
         self._data.attrs["source"] = str(self.path)
+
+    @property
+    def replayable(self) -> bool:
+        return self.speed is None and self.delay == 0.0
 
     def history(self, until: pd.Timestamp | None = None) -> pd.DataFrame:
         return self._data if until is None else self._data.loc[:until]

@@ -2,8 +2,10 @@
 
 On every closed candle of every symbol (concurrently, one asyncio task per symbol):
 
-1. append the candle to the symbol's window;
-2. ask the strategy for a signal on the window (the decision; its latency is measured);
+1. give the candle to the symbol's signal stream (``strategy.stream()``: streamed features and
+   the fast predictor, in constant time per candle; a strategy without one is asked for
+   ``generate_signal`` on a trailing window instead); this is the decision, and its latency
+   is measured;
 3. advance the symbol's book with :func:`trademl.backtest.step` (the backtester's own code:
    fill the pending order at this open, check the stop/target within the bar, mark to
    market, size the new signal with the RiskEngine's rule into an order for the next open);
@@ -85,14 +87,20 @@ class SymbolTrader:
         self.symbol, self.feed, self.strategy, self.journal = symbol, feed, strategy, journal
         self.risk, self.execution, self.window_size = risk, execution, window
         self.cash0 = cash
+        self.stream = _stream(strategy, symbol, window)
+        self.window = pd.DataFrame()  # the trailing window of a strategy without a stream
+        self.last_close = float("nan")
         restored = journal.load_book(symbol)
         if restored is None:
             self.state, self.last_ts, self.entry_ts = new_state(cash), None, None
-            self.window = pd.DataFrame()  # filled by the first candle
         else:
             self.state, self.last_ts, self.entry_ts = restored
             history = feed.history(self.last_ts)
-            self.window = history if window is None else history.iloc[-window:]
+            if self.stream is not None:  # the whole history: the features the session had
+                self.stream.warm_up(history)
+            else:
+                self.window = history if window is None else history.iloc[-window:]
+            self.last_close = float(history["close"].iloc[-1])
             log.info(
                 "%s: resumed after %s (bar %d, position %+d)",
                 symbol,
@@ -118,16 +126,19 @@ class SymbolTrader:
         """A new holding limit from the next candle on (the open position included)."""
         self._params = self._fill_params(bars)
 
-    def _decide(self) -> tuple[int, float, float, dict[str, Any]]:
-        if len(self.window) < self.strategy.min_bars:
+    def _decide(self, candle: Candle) -> tuple[int, float, float, dict[str, Any]]:
+        if self.stream is not None:
+            out = self.stream.update(candle)
+        else:
+            self._append(candle)
+            enough = len(self.window) >= self.strategy.min_bars
+            out = self.strategy.generate_signal(self.window) if enough else None
+        if out is None:  # warming up
             return 0, float("nan"), float("nan"), {}
-        out = self.strategy.generate_signal(self.window)
         meta = out["metadata"]
         return SIDE[out["signal"]], meta["sl_distance"], meta["tp_distance"], meta
 
-    def process(self, candle: Candle) -> list[dict[str, Any]]:
-        """Trade one closed candle; returns the trades it closed."""
-        start = time.perf_counter()
+    def _append(self, candle: Candle) -> None:
         row = pd.DataFrame(
             [[candle.open, candle.high, candle.low, candle.close, candle.volume]],
             columns=["open", "high", "low", "close", "volume"],
@@ -138,7 +149,12 @@ class SymbolTrader:
             window = window.iloc[-self.window_size :]
         window.attrs["source"] = self.symbol
         self.window = window
-        side, sl, tp, meta = self._decide()
+
+    def process(self, candle: Candle) -> list[dict[str, Any]]:
+        """Trade one closed candle; returns the trades it closed."""
+        start = time.perf_counter()
+        side, sl, tp, meta = self._decide(candle)
+        self.last_close = candle.close
         new = self.state.copy()
         k = step(
             new,
@@ -225,9 +241,7 @@ class SymbolTrader:
         if self.last_ts is None:
             return []
         new = self.state.copy()
-        k = close_out(
-            new, self.buffer, float(self.window["close"].iloc[-1]), self._params[5], self._params[6]
-        )
+        k = close_out(new, self.buffer, self.last_close, self._params[5], self._params[6])
         trades = [self._trade(r, self.last_ts, self.entry_ts) for r in self.buffer[:k]]
         events = [("exit", t) for t in trades] + (
             [("cancel", {"bar": str(self.last_ts)})] if self.state[S_PEND] != 0 else []
@@ -236,6 +250,14 @@ class SymbolTrader:
             self.journal.commit(self.symbol, self.last_ts, new, None, events, trades)
         self.state, self.entry_ts = new, None
         return trades
+
+
+def _stream(strategy: Any, symbol: str, window: int | None) -> Any:
+    """The strategy's signal stream for ``symbol``, or ``None`` if it has none."""
+    try:
+        return strategy.stream(what=symbol, keep=window or 1000)
+    except (AttributeError, NotImplementedError):
+        return None
 
 
 @dataclass

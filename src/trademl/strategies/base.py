@@ -1,7 +1,17 @@
-"""The strategy protocol and the shared single-bar / batch machinery."""
+"""The strategy protocol and the shared single-bar / batch / streaming machinery.
+
+A strategy answers three ways, all equal for the same bar:
+
+* ``generate_signals(df)``: every bar of a frame (the backtester);
+* ``generate_signal(df)``: the last bar of a window (the spec's usage);
+* ``stream()``: a :class:`SignalStream` with ``warm_up(history)`` then ``update(candle)`` per
+  closed candle, in constant time per candle (the live runtime). The strategy's own
+  ``warm_up``/``update`` use one default stream.
+"""
 
 from __future__ import annotations
 
+from collections import deque
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
@@ -10,7 +20,7 @@ import pandas as pd
 from trademl.data import validate_ohlcv
 from trademl.errors import InsufficientDataError
 
-__all__ = ["SIDE", "SIGNAL_COLUMNS", "BaseStrategy", "Strategy"]
+__all__ = ["SIDE", "SIGNAL_COLUMNS", "BaseStrategy", "SignalStream", "Strategy", "candle_fields"]
 
 SIDE: dict[str, int] = {"SHORT": -1, "FLAT": 0, "LONG": 1}
 SIDE_NAME: dict[int, str] = {v: k for k, v in SIDE.items()}
@@ -80,13 +90,97 @@ class BaseStrategy:
     def generate_signal(self, df: pd.DataFrame) -> dict[str, Any]:
         """The signal for the latest bar: ``{'signal': ..., 'metadata': {...}}``."""
         row = self._latest(df)
-        metadata = {
-            "entry_price": float(row["entry_price"]),
-            "confidence": float(row["confidence"]),
-            "sl_distance": float(row["sl_distance"]),
-            "tp_distance": float(row["tp_distance"]),
-            "atr": float(row["atr"]),
-            **self._metadata(),
-            "strategy_type": self.strategy_type,
-        }
-        return {"signal": SIDE_NAME[int(row["side"])], "metadata": metadata}
+        return self._signal_dict(
+            int(row["side"]),
+            entry_price=float(row["entry_price"]),
+            confidence=float(row["confidence"]),
+            sl_distance=float(row["sl_distance"]),
+            tp_distance=float(row["tp_distance"]),
+            atr=float(row["atr"]),
+        )
+
+    def _signal_dict(self, side: int, **values: float) -> dict[str, Any]:
+        """The one output format of :meth:`generate_signal` and of the streams."""
+        metadata = {**values, **self._metadata(), "strategy_type": self.strategy_type}
+        return {"signal": SIDE_NAME[side], "metadata": metadata}
+
+    # -- streaming ----------------------------------------------------------------------------
+    def stream(self, *, what: str = "stream", keep: int = 1000) -> SignalStream:
+        """A new per-symbol :class:`SignalStream` (``what`` names it in errors; ``keep`` is how
+        many recent candles it holds to re-seed itself, e.g. after a model switch)."""
+        raise NotImplementedError(f"{type(self).__name__} has no streaming implementation")
+
+    def warm_up(self, history: pd.DataFrame) -> dict[str, Any] | None:
+        """Start the strategy's default stream on ``history`` (clean candles); the signal of
+        its last bar, or ``None`` if shorter than :attr:`min_bars`."""
+        self._stream = self.stream()
+        return self._stream.warm_up(history)
+
+    def update(self, candle: Any) -> dict[str, Any] | None:
+        """The signal of one more closed candle (see :class:`SignalStream`), equal to
+        ``generate_signal`` on all the candles given so far; ``None`` before :attr:`min_bars`."""
+        if getattr(self, "_stream", None) is None:
+            self._stream = self.stream()
+        return self._stream.update(candle)
+
+
+class SignalStream:
+    """The per-symbol state of a strategy: ``warm_up(history)``, then ``update(candle)``.
+
+    ``update`` takes one closed candle (a :class:`trademl.live.feeds.Candle`, a mapping or a
+    row ``Series`` named by its timestamp, with open, high, low, close, volume) and returns
+    what ``strategy.generate_signal(candles_so_far)`` returns, or ``None`` while fewer than
+    ``strategy.min_bars`` candles have been seen. Subclasses implement :meth:`_step`.
+    """
+
+    def __init__(self, strategy: BaseStrategy, *, what: str, keep: int) -> None:
+        self.strategy, self.what = strategy, what
+        self.recent: deque[tuple] = deque(maxlen=max(int(keep), 1))
+
+    def warm_up(self, history: pd.DataFrame) -> dict[str, Any] | None:
+        validate_ohlcv(history, what=self.what)
+        columns = [history[c].to_numpy(dtype=np.float64) for c in _OHLCV]
+        out = None
+        for k, ts in enumerate(history.index):
+            out = self._feed((ts, *(float(col[k]) for col in columns)))
+        return out
+
+    def update(self, candle: Any) -> dict[str, Any] | None:
+        return self._feed(candle_fields(candle))
+
+    def _feed(self, fields: tuple) -> dict[str, Any] | None:
+        out = self._step(fields)  # raises before anything is kept if the candle is bad
+        self.recent.append(fields)
+        return out
+
+    def recent_frame(self) -> pd.DataFrame:
+        """The candles held (``keep`` most recent), as clean OHLCV."""
+        rows = list(self.recent)
+        return pd.DataFrame(
+            [r[1:] for r in rows],
+            columns=list(_OHLCV),
+            index=pd.DatetimeIndex([r[0] for r in rows], name="timestamp"),
+        )
+
+    def _step(self, fields: tuple) -> dict[str, Any] | None:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+
+_OHLCV = ("open", "high", "low", "close", "volume")
+
+
+def candle_fields(candle: Any) -> tuple:
+    """``(timestamp, open, high, low, close, volume)`` of a candle object, mapping or row."""
+    if isinstance(candle, pd.Series):
+        ts = candle.get("timestamp", candle.name)
+        return (ts, *(float(candle[c]) for c in _OHLCV))
+    if isinstance(candle, dict):
+        return (candle["timestamp"], *(float(candle[c]) for c in _OHLCV))
+    return (
+        candle.timestamp,
+        float(candle.open),
+        float(candle.high),
+        float(candle.low),
+        float(candle.close),
+        float(candle.volume),
+    )

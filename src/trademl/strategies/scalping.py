@@ -9,7 +9,7 @@ import pandas as pd
 
 from trademl import indicators as ind
 from trademl.errors import ConfigError
-from trademl.strategies.base import BaseStrategy
+from trademl.strategies.base import BaseStrategy, SignalStream
 
 __all__ = ["ScalpingEMARSI"]
 
@@ -87,4 +87,52 @@ class ScalpingEMARSI(BaseStrategy):
                 "entry_price": close,
             },
             index=df.index,
+        )
+
+    def stream(self, *, what: str = "stream", keep: int = 1000) -> SignalStream:
+        return _ScalpingStream(self, what=what, keep=keep)
+
+
+class _ScalpingStream(SignalStream):
+    """:meth:`ScalpingEMARSI._signals` for one candle at a time, on a feature stream's EMAs,
+    RSI and ATR (the batch indicators' values to the last bit)."""
+
+    def __init__(self, strategy: ScalpingEMARSI, *, what: str, keep: int) -> None:
+        from trademl.streaming import FeatureStream
+
+        super().__init__(strategy, what=what, keep=keep)
+        s = strategy
+        self.features = FeatureStream(
+            {
+                "ema_periods": (s.fast_period, s.slow_period),
+                "rsi_periods": (s.rsi_period,),
+                "atr_periods": (s.atr_period,),
+                "groups": ("ema",),
+            },
+            what=what,
+        )
+        self.previous = float("nan")  # the spread on the bar before
+
+    def _step(self, fields: tuple) -> dict[str, Any] | None:
+        s, fs = self.strategy, self.features
+        fs.update(*fields)
+        spread = fs.ema(s.fast_period) - fs.ema(s.slow_period)
+        prev, self.previous = self.previous, spread
+        rsi, atr = fs.rsi(s.rsi_period), fs.atr(s.atr_period)
+        side = 0
+        if spread > 0 and prev <= 0 and s.rsi_long_zone[0] < rsi < s.rsi_long_zone[1]:
+            side = 1
+        elif spread < 0 and prev >= 0 and s.rsi_short_zone[0] < rsi < s.rsi_short_zone[1]:
+            side = -1
+        if atr != atr:  # NaN: no ATR yet
+            side = 0
+        if fs.count < s.min_bars:
+            return None
+        return s._signal_dict(
+            side,
+            entry_price=fields[4],
+            confidence=1.0 if side else 0.0,
+            sl_distance=s.sl_atr_mult * atr,
+            tp_distance=s.tp_atr_mult * atr,
+            atr=atr,
         )
