@@ -21,7 +21,7 @@ from trademl.inference import (
 )
 from trademl.labels import LABEL_TO_INT
 from trademl.registry import LoadedModel, load_model, resolve_version
-from trademl.strategies.base import BaseStrategy
+from trademl.strategies.base import BaseStrategy, SignalStream
 
 __all__ = ["MLStrategy", "model_signals", "probability_signals", "single_threaded"]
 
@@ -111,6 +111,7 @@ class MLStrategy(BaseStrategy):
         self.trade: dict[str, Any] = {}  # the settings traded with, once the model is loaded
         self._loaded: LoadedModel | None = None
         self._features: FeatureConfig | None = None
+        self._predictor: tuple[LoadedModel, Any] | None = None
         self.name = f"ml_strategy[{self.uri}]"
 
     @property
@@ -263,6 +264,67 @@ class MLStrategy(BaseStrategy):
         """Features on the whole window, a prediction for the last bar only (live latency)."""
         self._check(df)
         return self._signals(df, last_only=True).iloc[-1]
+
+    # -- streaming ----------------------------------------------------------------------------
+    def predictor(self) -> Any:
+        """The fast one-row predictor of the loaded version, built once per version
+        (:func:`trademl.compiled.fast_predictor`: the compiled model if it matches
+        scikit-learn's on the stored check rows, else scikit-learn on one thread)."""
+        loaded = self.load()
+        if self._predictor is None or self._predictor[0] is not loaded:
+            from trademl.compiled import fast_predictor
+
+            self._predictor = (loaded, fast_predictor(loaded, min_confidence=self.min_confidence))
+        return self._predictor[1]
+
+    def stream(self, *, what: str = "stream", keep: int = 1000) -> SignalStream:
+        return _MLStream(self, what=what, keep=keep)
+
+
+class _MLStream(SignalStream):
+    """MLStrategy one candle at a time: streamed features, the fast predictor, and
+    :func:`probability_signals`' rules for one row. When the strategy switches to another
+    version (:meth:`MLStrategy.refresh`), it re-seeds from the ``keep`` candles it holds."""
+
+    def __init__(self, strategy: MLStrategy, *, what: str, keep: int) -> None:
+        super().__init__(strategy, what=what, keep=keep)
+        self._build()
+
+    def _build(self) -> None:
+        from trademl.streaming import FeatureStream
+
+        s = self.strategy
+        self.loaded = s.load()
+        self.features = FeatureStream(
+            s._features, extra_atr_periods=(s.atr_period,), what=self.what
+        )
+        self.predict = s.predictor().predict_proba
+        self.min_bars = s.min_bars
+
+    def _step(self, fields: tuple) -> dict[str, Any] | None:
+        s = self.strategy
+        if s._loaded is not self.loaded:  # another version: its features from the start
+            self._build()
+            for previous in self.recent:
+                self.features.update(*previous)
+        row = self.features.update(*fields)
+        if self.features.count < self.min_bars:
+            return None
+        codes, confidence = signals_from_probabilities(self.predict(row[None, :]), s.min_confidence)
+        atr = self.features.atr(s.atr_period)
+        side = 0 if atr != atr else int(_CODE_TO_SIDE[codes[0]])  # NaN ATR: no trade
+        conf = float(confidence[0])
+        sl, tp = calculate_signal_strength(
+            atr,
+            conf,
+            min_confidence=s.min_confidence,
+            base_sl_atr_mult=s.sl_atr_mult,
+            base_tp_atr_mult=s.tp_atr_mult,
+            confidence_sl_adjustment=s.confidence_sl_adjustment,
+        )
+        return s._signal_dict(
+            side, entry_price=fields[4], confidence=conf, sl_distance=sl, tp_distance=tp, atr=atr
+        )
 
 
 _TRADE_KEYS = (
