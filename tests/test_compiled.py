@@ -243,6 +243,28 @@ def test_one_row_prediction_starts_no_thread_pool(models, features, monkeypatch)
     assert model[-1].n_jobs == -1  # the shared model is not changed
 
 
+def test_the_fallback_runs_openmp_models_on_one_thread(models, features, monkeypatch):
+    from sklearn.ensemble._hist_gradient_boosting import gradient_boosting
+
+    X, _ = features
+    model = models["hist_gradient_boosting"]  # no n_jobs: OpenMP on every core by default
+    seen = []
+    original = gradient_boosting._openmp_effective_n_threads
+
+    def spy(n_threads=None):
+        seen.append(original(n_threads))
+        return seen[-1]
+
+    monkeypatch.setattr(gradient_boosting, "_openmp_effective_n_threads", spy)
+    empty = compile_model(model, X.iloc[:0])  # nothing to check on: not compiled
+    fallback = fast_predictor(loaded_version(model, empty), min_confidence=0.5)
+    fallback.predict_proba(X.iloc[CHECK].to_numpy())
+    assert fallback.kind == "sklearn" and "no test-period features" in fallback.reason
+    assert seen == [1]
+    model.predict_proba(X.iloc[[CHECK]])
+    assert seen[-1] == original()  # outside the predictor, as configured
+
+
 def test_rows_of_the_wrong_width_are_a_model_error(models, features):
     X, _ = features
     model = models["logistic_regression"]

@@ -286,12 +286,18 @@ def _onnx_run(session: Any) -> Callable[[np.ndarray], np.ndarray]:
 
 
 def _sklearn_run(model: Any, columns: Any) -> Callable[[np.ndarray], np.ndarray]:
+    from threadpoolctl import ThreadpoolController
+
+    openmp = ThreadpoolController()  # the OpenMP runtimes loaded now (scikit-learn's)
+
     def run(X: np.ndarray) -> np.ndarray:
         if columns is not None:  # fitted on a frame: keep its column names (no warning)
             import pandas as pd
 
             X = pd.DataFrame(X, columns=columns)
-        return model.predict_proba(X)
+        # HistGradientBoosting predicts with OpenMP on every core: one thread (35 µs a call)
+        with openmp.limit(limits=1, user_api="openmp"):
+            return model.predict_proba(X)
 
     return run
 
