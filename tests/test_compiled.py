@@ -13,7 +13,13 @@ import yaml
 from trademl import ModelError, generate_ohlcv
 from trademl import compiled as compiled_module
 from trademl._hydra import CONFIG_DIR
-from trademl.compiled import CHECK_FILE, ONNX_FILE, compile_model, fast_predictor
+from trademl.compiled import (
+    CHECK_FILE,
+    ONNX_FILE,
+    CompiledArtifacts,
+    compile_model,
+    fast_predictor,
+)
 from trademl.features import build_feature_matrix
 from trademl.inference import signals_from_probabilities
 from trademl.models import ModelSpec
@@ -145,38 +151,42 @@ def test_a_damaged_onnx_file_falls_back_with_a_warning_and_never_raises(
     assert np.abs(predictor.predict_proba(row.to_numpy()) - model.predict_proba(row)).max() < 1e-12
 
 
-def test_damaged_check_features_and_foreign_operators_fall_back(models, features, caplog):
+def test_damaged_check_features_and_foreign_onnx_contents_fall_back(models, features, caplog):
+    import onnx
     from onnx import helper
 
     X, _ = features
     model = models["logistic_regression"]
     good = compile_model(model, X.iloc[TRAIN:CHECK])
-    cases = {
-        "pickled": {CHECK_FILE: b"\x80\x04garbage"},
-        "wrong width": {CHECK_FILE: _npy(np.zeros((5, 3)))},
-        "missing": {CHECK_FILE: None},
-    }
     # a valid ONNX graph with an operator trademl never writes (a loop could run anything)
     body = helper.make_graph([], "body", [], [])
-    node = helper.make_node("Loop", ["n", "c"], [], body=body)
-    graph = helper.make_graph([node], "g", [], [])
-    foreign = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    cases["foreign op"] = {ONNX_FILE: foreign.SerializeToString()}
-    for i, (case, change) in enumerate(cases.items()):
+    loop = helper.make_node("Loop", ["n", "c"], [], body=body)
+    foreign = helper.make_model(
+        helper.make_graph([loop], "g", [], []), opset_imports=[helper.make_opsetid("", 17)]
+    )
+    # trademl's own graph, but its weights in a file on disk
+    outside = onnx.load_model_from_string(good.files[ONNX_FILE])
+    outside.graph.initializer[0].data_location = onnx.TensorProto.EXTERNAL
+    outside.graph.initializer[0].external_data.add(key="location", value="/etc/passwd")
+    cases = [
+        (CHECK_FILE, b"\x80\x04garbage", f"{CHECK_FILE} is unreadable"),
+        (CHECK_FILE, _npy(np.zeros((5, 3))), "array of shape (5, 3), not float64 rows"),
+        (CHECK_FILE, None, f"{CHECK_FILE} is missing"),
+        (ONNX_FILE, foreign.SerializeToString(), ":Loop, which trademl never writes"),
+        (ONNX_FILE, outside.SerializeToString(), "refers to files or sparse data"),
+    ]
+    for i, (file, content, why) in enumerate(cases):
         artifacts = compile_model(model, X.iloc[TRAIN:CHECK])
-        for file, content in change.items():
-            if content is None:
-                del artifacts.files[file]
-            else:
-                artifacts.files[file] = content
+        if content is None:
+            del artifacts.files[file]
+        else:
+            artifacts.files[file] = content
         caplog.clear()
         with caplog.at_level(logging.WARNING, logger="trademl.compiled"):
-            predictor = fast_predictor(
-                loaded_version(model, artifacts, f"m:/{i}"), min_confidence=0.5
-            )
-        assert predictor.kind == "sklearn", case
-        assert len(fallback_warnings(caplog)) == 1, case
-    assert "trademl never writes" in predictor.reason
+            loaded = loaded_version(model, artifacts, f"models:/test/{i}")
+            predictor = fast_predictor(loaded, min_confidence=0.5)
+        assert predictor.kind == "sklearn" and why in predictor.reason, (why, predictor)
+        assert len(fallback_warnings(caplog)) == 1, why
     assert fast_predictor(loaded_version(model, good), min_confidence=0.5).kind == "onnx"
 
 
@@ -273,6 +283,9 @@ def test_rows_of_the_wrong_width_are_a_model_error(models, features):
     )
     with pytest.raises(ModelError, match=f"rows of {X.shape[1]} features"):
         predictor.predict_proba(np.zeros((2, 5)))
+    for wrong in ("validated", 1.5):
+        with pytest.raises(ModelError, match="must be a probability or None"):
+            fast_predictor(loaded_version(model, CompiledArtifacts()), min_confidence=wrong)
 
 
 def test_compiling_never_raises():

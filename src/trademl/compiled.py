@@ -195,6 +195,12 @@ def fast_predictor(loaded: LoadedModel, *, min_confidence: float | None) -> Pred
     likely class only). Build it once per loaded version: the check runs here, and a
     fallback is warned about once per version; predictions never log.
     """
+    try:
+        valid = min_confidence is None or 0 <= float(min_confidence) <= 1
+    except (TypeError, ValueError):
+        valid = False
+    if not valid:  # 'validated' is resolved by the caller (MLStrategy) to the model's number
+        raise ModelError(f"min_confidence={min_confidence!r} must be a probability or None")
     model = loaded.model
     codes = np.asarray(model.classes_).astype(int)
     n_features = int(model.n_features_in_)
@@ -202,7 +208,7 @@ def fast_predictor(loaded: LoadedModel, *, min_confidence: float | None) -> Pred
     try:
         session, diff = _checked_session(loaded, one_job, n_features, min_confidence)
     except Exception as exc:  # whatever the bytes or the runtime did: fall back, never raise
-        reason = str(exc) if isinstance(exc, _Unusable) else f"it failed: {_line(exc)}"
+        reason = str(exc) if isinstance(exc, _Unusable) else f"{ONNX_FILE} failed: {_line(exc)}"
         diff = getattr(exc, "max_abs_diff", float("nan"))
         _warn_once(loaded, reason)
         run = _sklearn_run(one_job, getattr(model, "feature_names_in_", None))
@@ -236,9 +242,8 @@ def _checked_session(
 
 def _vetted(blob: bytes) -> bytes:
     """Refuse what trademl never writes before ONNX Runtime parses it: unknown operators or
-    domains, functions, subgraphs, data in external files."""
+    domains (so no subgraphs), functions, tensors in external files."""
     import onnx
-    from onnx.external_data_helper import uses_external_data
 
     try:
         model = onnx.load_model_from_string(blob)
@@ -250,8 +255,15 @@ def _vetted(blob: bytes) -> bytes:
         if node.op_type not in _ALLOWED_OPS.get(node.domain, ()):
             op = f"{node.domain}:{node.op_type}"
             raise _Unusable(f"{ONNX_FILE} uses {op}, which trademl never writes; not loaded")
-    if any(uses_external_data(t) for t in model.graph.initializer):
-        raise _Unusable(f"{ONNX_FILE} refers to external data files; it is not loaded")
+    attributes = [a for node in model.graph.node for a in node.attribute]
+    tensors = [
+        *model.graph.initializer,
+        *(a.t for a in attributes),
+        *(t for a in attributes for t in a.tensors),
+    ]
+    external = any(t.data_location == onnx.TensorProto.EXTERNAL for t in tensors)
+    if external or model.graph.sparse_initializer:
+        raise _Unusable(f"{ONNX_FILE} refers to files or sparse data; trademl writes neither")
     try:
         onnx.checker.check_model(model)
     except Exception as exc:  # onnx's ValidationError
