@@ -7,6 +7,7 @@ import logging
 import os
 
 import numpy as np
+import pandas as pd
 import pytest
 import yaml
 
@@ -149,6 +150,31 @@ def test_a_damaged_onnx_file_falls_back_with_a_warning_and_never_raises(
     assert ONNX_FILE in message and predictor.reason in message
     row = X.iloc[[CHECK]]
     assert np.abs(predictor.predict_proba(row.to_numpy()) - model.predict_proba(row)).max() < 1e-12
+
+
+def test_lightgbm_branches_as_lightgbm_at_a_threshold(models, features):
+    # LightGBM compares float64 values with float64 thresholds: a value just above one goes
+    # right, though in float32 it equals the threshold (its converter's float32 form: left)
+    X, _ = features
+    model = models["lightgbm"]
+    predictor = fast_predictor(
+        loaded_version(model, compile_model(model, X.iloc[TRAIN:CHECK])), min_confidence=None
+    )
+    root = model[-1].booster_.dump_model()["tree_info"][0]["tree_structure"]
+    j, threshold = root["split_feature"], float(root["threshold"])
+    mean, scale = model[0].mean_[j], model[0].scale_[j]
+    raw = threshold * scale + mean
+    while (raw - mean) / scale <= threshold:
+        raw = np.nextafter(raw, np.inf)
+    below = raw
+    while (below - mean) / scale > threshold:
+        below = np.nextafter(below, -np.inf)
+    assert np.float32((raw - mean) / scale) == np.float32(threshold)
+    rows = np.repeat(X.iloc[[CHECK]].to_numpy(), 2, axis=0)
+    rows[:, j] = [below, raw]
+    want = model.predict_proba(pd.DataFrame(rows, columns=X.columns))
+    assert np.abs(want[0] - want[1]).max() > 1e-5  # the split matters
+    assert np.abs(predictor.predict_proba(rows) - want).max() <= 1e-5
 
 
 def test_damaged_check_features_and_foreign_onnx_contents_fall_back(models, features, caplog):

@@ -65,15 +65,16 @@ def _lightgbm_in_float64(onx: Any, clf: Any) -> bool:
     from onnx import helper, numpy_helper
 
     exact: dict[tuple[int, float], set[float]] = {}
-    stack = [tree["tree_structure"] for tree in clf.booster_.dump_model()["tree_info"]]
-    while stack:
-        node = stack.pop()
-        if "split_feature" in node:
-            if node["decision_type"] != "<=":
-                return False
-            key = (int(node["split_feature"]), float(np.float32(float(node["threshold"]))))
-            exact.setdefault(key, set()).add(float(node["threshold"]))
-            stack += [node["left_child"], node["right_child"]]
+    features: list[int] = []
+    for line in clf.booster_.model_to_string().splitlines():  # thresholds printed exactly
+        key, _, values = line.partition("=")
+        if key == "split_feature":
+            features = [int(v) for v in values.split()]
+        elif key == "decision_type" and any(int(v) & 1 for v in values.split()):
+            return False  # a categorical split
+        elif key == "threshold":
+            for feature, text in zip(features, values.split(), strict=True):
+                exact.setdefault((feature, float(np.float32(text))), set()).add(float(text))
     trees = [n for n in onx.graph.node if n.op_type == "TreeEnsembleClassifier"]
     attrs = {a.name: a for a in trees[0].attribute} if len(trees) == 1 else {}
     if "nodes_values" not in attrs:
