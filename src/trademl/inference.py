@@ -42,7 +42,7 @@ def signals_from_probabilities(
     ``proba`` is a frame with the label columns, or an array of rows in label order."""
     values = proba[list(LABELS)].to_numpy() if isinstance(proba, pd.DataFrame) else proba
     best = values.argmax(axis=1)
-    confidence = values[np.arange(len(values)), best]
+    confidence = values.max(axis=1)  # the value at ``best``
     codes = np.where(confidence >= min_confidence, best, LABEL_TO_INT["FLAT"])
     return codes, confidence
 
@@ -76,6 +76,10 @@ def calculate_signal_strength(
 ) -> tuple:
     """``(sl_distance, tp_distance)`` in price units (see the module docstring)."""
     span = max(1.0 - min_confidence, 1e-12)
+    if type(atr) is float and type(confidence) is float:  # one decision: the same arithmetic
+        strength = min(max((confidence - min_confidence) / span, 0.0), 1.0)
+        sl = atr * base_sl_atr_mult * (1.0 - confidence_sl_adjustment * strength)
+        return sl, atr * base_tp_atr_mult
     strength = np.clip((np.asarray(confidence, dtype=float) - min_confidence) / span, 0.0, 1.0)
     sl = (
         np.asarray(atr, dtype=float)

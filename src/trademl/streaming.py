@@ -91,6 +91,7 @@ class FeatureStream:
         self._meta = np.zeros(2, dtype=np.int64)
         self._row = np.full(self._n_full, np.nan)
         self._last_ns: int | None = None
+        self._positions: dict[tuple[str, int], int] = {}  # (kind, period): its index
 
     # -- feeding ------------------------------------------------------------------------------
     @property
@@ -189,10 +190,13 @@ class FeatureStream:
         return float(self._state[self._o_atr + self._index(self._atr, period, "atr")])
 
     def _index(self, periods: np.ndarray, period: int, kind: str) -> int:
-        hits = np.flatnonzero(periods == int(period))
-        if hits.size == 0:
-            raise KeyError(f"{kind} period {period} is not kept (kept: {periods.tolist()})")
-        return int(hits[0])
+        key = (kind, period)
+        if key not in self._positions:
+            hits = np.flatnonzero(periods == int(period))
+            if hits.size == 0:
+                raise KeyError(f"{kind} period {period} is not kept (kept: {periods.tolist()})")
+            self._positions[key] = int(hits[0])
+        return self._positions[key]
 
     def _check(self, ns: int, ts: Any, o: float, h: float, lo: float, c: float, v: float) -> None:
         # one comparison chain for the usual case (NaN fails it too), the details on failure
