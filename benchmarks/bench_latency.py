@@ -220,7 +220,11 @@ def http_round_trip(uri: str, name: str, version: str, candles, window: int, n: 
 
 
 def replay(uri: str, tmp: Path, name: str, csv: Path, *, stream: bool) -> float:
-    """Seconds for ``trademl live`` to replay ``csv`` end to end (journal, MLflow session)."""
+    """Seconds for ``trademl live`` to replay ``csv`` end to end (journal, MLflow session).
+
+    ``stream=False`` is the runtime as it was before the stream: ``generate_signal`` on the
+    trailing window per candle, the journal fsynced and every candle's step metrics logged
+    (``live.durable=true live.metrics_interval=0``). ``True`` is today's defaults."""
     from trademl._hydra import compose_config
     from trademl.live.app import run_live
     from trademl.strategies import MLStrategy
@@ -235,6 +239,7 @@ def replay(uri: str, tmp: Path, name: str, csv: Path, *, stream: bool) -> float:
             f"live.journal={tmp}/journal-{tag}-{time.time_ns()}.db",
             f"strategy.params.model_name={name}",
             "strategy.params.min_confidence=0.55",
+            *([] if stream else ["live.durable=true", "live.metrics_interval=0"]),
         ],
         config_name="live",
     )
@@ -298,9 +303,9 @@ def main() -> None:
             lines.append((model, label, count, *row, ref / row[0]))
         print(f"{model}: decisions timed", flush=True)
         if args.batch_rows:
-            rates.append(
-                (model, *batch_throughput(strategy, candles, args.batch_rows, args.repeats))
-            )
+            kind = strategy.predictor().kind
+            rate = batch_throughput(strategy, candles, args.batch_rows, args.repeats)
+            rates.append((model, kind, *rate))
         if args.http:
             http[model] = http_round_trip(
                 uri, name, version, candles, args.window, args.http, args.repeats
@@ -315,7 +320,8 @@ def main() -> None:
             csv = tmp / f"replay-{count}.csv"
             generate_ohlcv(count, seed=11, start="2025-01-01").to_csv(csv, index_label="timestamp")
             seconds = replay(uri, tmp, name, csv, stream=stream)
-            replay_rows.append(("stream" if stream else "window (today)", count, seconds))
+            label = "stream (defaults)" if stream else "window, fsync, every metric"
+            replay_rows.append((label, count, seconds))
     load_after = os.getloadavg()
 
     head = f"{'model':<14} {'decision':<46} {'candles':>7} {'p50 ms':>8} {'p95 ms':>8} "
@@ -329,8 +335,9 @@ def main() -> None:
         print(f"  {model} predictor: {kind}")
     if rates:
         print(f"\n{'model':<14} {'batch scoring':<40} {'rows/s':>12}")
-        for model, fast, sk in rates:
-            print(f"{model:<14} {'compiled predictor, one thread':<40} {fast:>12,.0f}")
+        for model, kind, fast, sk in rates:
+            what = f"fast predictor ({kind}), one thread"
+            print(f"{model:<14} {what:<40} {fast:>12,.0f}")
             print(f"{model:<14} {'scikit-learn as stored (n_jobs=-1)':<40} {sk:>12,.0f}")
         print(f"  ({args.batch_rows:,} rows, median of {args.repeats})")
     if http:
@@ -345,9 +352,14 @@ def main() -> None:
         for label, count, seconds in replay_rows:
             print(f"{label:<30} {count:>8} {seconds:>9.1f} {count / seconds:>9.0f}")
         speed = [c / s for _, c, s in replay_rows]
-        print(f"  throughput ratio stream / window: {speed[0] / speed[1]:.1f}")
+        print(f"  throughput ratio: {speed[0] / speed[1]:.1f} (the second row is the runtime")
+        print("  before the stream: window decisions, a journal fsync and 3 metrics per candle)")
     print(
-        f"\nLoad average (1, 5, 15 min) before {', '.join(f'{x:.2f}' for x in load_before)}, "
+        f"\n(a) and (b): median over {args.reference_repeats} run(s) of {args.reference_candles:,} "
+        f"decisions; (c): over {args.repeats} runs of {args.candles:,}."
+    )
+    print(
+        f"Load average (1, 5, 15 min) before {', '.join(f'{x:.2f}' for x in load_before)}, "
         f"after {', '.join(f'{x:.2f}' for x in load_after)}; {os.cpu_count()} CPUs."
     )
 

@@ -166,10 +166,24 @@ def test_a_strategy_without_a_stream_trades_on_a_window(store, candles_csv, tmp_
         return original(self, df)
 
     monkeypatch.setattr(ScalpingEMARSI, "generate_signal", counted)
-    summary = run_live(live_cfg(store, tmp_path / "j.db", candles_csv, *SCALPING))
-    assert calls and max(calls) <= 1000  # the window, not a stream
+    summary = run_live(
+        live_cfg(store, tmp_path / "j.db", candles_csv, *SCALPING, "live.window=400")
+    )
+    assert max(calls) == 400  # the trailing window, not a stream (long enough to equal)
     bt = backtest_trades(store, candles_csv, "strategy=scalping_ema_rsi")
     assert_same_trades(summary.trades, bt)
+
+
+def test_a_resumed_book_whose_feed_has_no_history_starts_the_strategy_again(
+    store, candles_csv, tmp_path, caplog
+):
+    journal = tmp_path / "j.db"
+    run_live(live_cfg(store, journal, candles_csv, *SCALPING, "log_to_mlflow=false"))
+    later = tmp_path / "later.csv"  # only candles after the journal's last one
+    generate_ohlcv(300, seed=8, start="2026-01-01").to_csv(later, index_label="timestamp")
+    summary = run_live(live_cfg(store, journal, later, *SCALPING, "log_to_mlflow=false"))
+    assert summary.candles == 300
+    assert "the feed has no history up to" in caplog.text
 
 
 def _run_cli(args, env=None):

@@ -24,7 +24,11 @@ def ml(production_model, **kwargs):
 
 
 def make(kind, production_model):
-    return ml(production_model, min_confidence=0.4) if kind == "ml" else ScalpingEMARSI()
+    if kind == "ml":
+        return ml(production_model, min_confidence=0.4)
+    if kind == "scalping-long-rsi":  # an RSI period longer than the EMAs and the ATR
+        return ScalpingEMARSI(fast_period=5, slow_period=8, rsi_period=21, atr_period=7)
+    return ScalpingEMARSI()
 
 
 def assert_same(out: dict, want: dict, rel: float) -> None:
@@ -37,7 +41,7 @@ def assert_same(out: dict, want: dict, rel: float) -> None:
             assert out["metadata"][key] == value, key
 
 
-@pytest.mark.parametrize("kind", ["ml", "scalping"])
+@pytest.mark.parametrize("kind", ["ml", "scalping", "scalping-long-rsi"])
 @pytest.mark.parametrize("seed_rows", [0, 30, 400])
 def test_update_equals_generate_signal_on_every_bar(production_model, fresh, kind, seed_rows):
     strategy = make(kind, production_model)
@@ -113,6 +117,18 @@ def test_a_stream_reseeds_when_the_strategy_switches_version(production_model, f
     assert strategy.load() is not old
     out = stream.update(fresh.iloc[650])
     assert stream.loaded is strategy.load()
+    assert stream.features.count == 601  # the 600 candles it held, then the new one
     # re-seeded on the 600 candles it held, then the new one
     want = strategy.generate_signal(pd.concat([fresh.iloc[50:650], fresh.iloc[650:651]]))
     assert_same(out, want, 1e-5)
+
+
+def test_warm_up_predicts_only_the_last_candle(production_model, fresh, monkeypatch):
+    strategy = ml(production_model)
+    calls = []
+    predictor = strategy.predictor()
+    original = predictor.predict_proba
+    monkeypatch.setattr(predictor, "predict_proba", lambda X: calls.append(len(X)) or original(X))
+    out = strategy.warm_up(fresh.iloc[:500])
+    assert calls == [1]
+    assert out["signal"] == strategy.generate_signal(fresh.iloc[:500])["signal"]

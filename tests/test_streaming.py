@@ -41,9 +41,11 @@ def feature_configs(draw) -> FeatureConfig:
     )
 
 
-def stream_rows(df: pd.DataFrame, cfg: FeatureConfig, seed_rows: int) -> pd.DataFrame:
+def stream_rows(
+    df: pd.DataFrame, cfg: FeatureConfig, seed_rows: int, fs: FeatureStream | None = None
+) -> pd.DataFrame:
     """Rows of warm_up(df[:seed_rows]) (its last bar's) then of update() per later candle."""
-    fs = FeatureStream(cfg)
+    fs = fs or FeatureStream(cfg)
     rows, bars = [], []
     if seed_rows:
         last = fs.warm_up(df.iloc[:seed_rows])
@@ -80,10 +82,20 @@ def test_streamed_rows_equal_the_batch_matrix_for_any_data_config_and_seed_lengt
     seed_rows = data.draw(st.integers(0, len(df) - 1))
     # every streamed row (one per bar after the warm-up) equals the batch row of that bar,
     # which depends only on the candles up to it
-    streamed = stream_rows(df, cfg, seed_rows)
+    fs = FeatureStream(cfg, extra_atr_periods=(3,))
+    streamed = stream_rows(df, cfg, seed_rows, fs)
     batch = build_feature_matrix(df, cfg)
     assert len(streamed) == len(batch.loc[df.index[max(seed_rows - 1, 0)] :])
     assert_close(streamed, batch)
+    # the indicator values a strategy reads, whichever groups are selected: the batch ones
+    close, high, low = (df[c].to_numpy() for c in ("close", "high", "low"))
+    # (NaN, both sides, while the history is shorter than the period)
+    for p in cfg.ema_periods:
+        np.testing.assert_array_equal(fs.ema(p), ind.ema(close, p)[-1])
+    for p in cfg.rsi_periods:
+        np.testing.assert_array_equal(fs.rsi(p), ind.rsi(close, p)[-1])
+    for p in (*cfg.atr_periods, 3):
+        np.testing.assert_array_equal(fs.atr(p), ind.atr(high, low, close, p)[-1])
 
 
 def test_default_features_on_long_history_equal_batch_and_indicator_values():
@@ -132,3 +144,24 @@ def test_a_bad_candle_is_a_data_error_and_changes_nothing(change, message):
     rows = [fs.update(ts, *r) for ts, r in later]
     streamed = pd.DataFrame(rows, index=df.index[150:], columns=fs.names)
     assert_close(streamed, build_feature_matrix(df))
+
+
+@pytest.mark.parametrize("timestamp", [None, pd.NaT, "not a time"])
+def test_a_candle_without_a_time_is_refused(timestamp):
+    fs = FeatureStream(what="BTCUSDT")
+    with pytest.raises(DataError, match="BTCUSDT: candle timestamp .* is not a time"):
+        fs.update(timestamp, 1.0, 1.0, 1.0, 1.0, 1.0)
+    assert fs.count == 0
+
+
+def test_indicators_outside_the_selected_groups_are_exact_with_a_short_buffer():
+    """The buffer holds every group's lookback (the kernel computes them all), so an EMA, RSI
+    or ATR read from a stream whose selected groups need few bars is still the batch's."""
+    df = generate_ohlcv(300, seed=3, momentum=0.3)
+    cfg = FeatureConfig(ema_periods=(5, 30), rsi_periods=(21,), atr_periods=(7,), groups=("price",))
+    fs = FeatureStream(cfg)
+    assert_close(stream_rows(df, cfg, 0, fs), build_feature_matrix(df, cfg))
+    close, high, low = (df[c].to_numpy() for c in ("close", "high", "low"))
+    assert fs.ema(30) == ind.ema(close, 30)[-1]
+    assert fs.rsi(21) == ind.rsi(close, 21)[-1]
+    assert fs.atr(7) == ind.atr(high, low, close, 7)[-1]

@@ -58,7 +58,8 @@ class FeatureStream:
         self.config, self.what = cfg, what
         self.names = feature_names(cfg)
         self.warmup = cfg.warmup
-        full = feature_names(FeatureConfig(**{**cfg.to_dict(), "groups": FEATURE_GROUPS}))
+        full_cfg = FeatureConfig(**{**cfg.to_dict(), "groups": FEATURE_GROUPS})
+        full = feature_names(full_cfg)
         self._take = np.array([full.index(n) for n in self.names], dtype=np.int64)
         self._n_full = len(full)
         self._all_groups = self.names == full
@@ -86,7 +87,9 @@ class FeatureStream:
         self._o_rsi = self._o_cross + max(self._ema.size - 1, 0)
         self._o_atr = self._o_rsi + 3 * self._rsi.size
         self._state = np.full(self._o_atr + self._atr.size, np.nan)
-        keep = max(self.warmup, *(int(p) for p in self._atr)) + 2
+        # the kernel computes every group (the caller picks columns), so the buffer holds the
+        # longest lookback of all of them, and of the extra ATRs, plus the bar before it
+        keep = max(full_cfg.warmup, *(int(p) for p in self._atr)) + 2
         self._buf = np.full((N_SERIES, 2 * keep), np.nan)
         self._meta = np.zeros(2, dtype=np.int64)
         self._row = np.full(self._n_full, np.nan)
@@ -123,7 +126,7 @@ class FeatureStream:
         """Take one closed candle (after the last one); its feature row, or ``None`` while
         warming up. A candle the batch loader would refuse is a :class:`DataError` and leaves
         the state unchanged."""
-        ns = _nanoseconds(timestamp)
+        ns = _nanoseconds(timestamp, self.what)
         o, h, lo, c, v = float(open), float(high), float(low), float(close), float(volume)
         self._check(ns, timestamp, o, h, lo, c, v)
         from trademl._streaming_nb import update_nb
@@ -228,13 +231,22 @@ class FeatureStream:
             )
 
 
-def _nanoseconds(timestamp: Any) -> int:
+def _nanoseconds(timestamp: Any, what: str) -> int:
     """Nanoseconds since the epoch (UTC) of a pandas/datetime timestamp or an integer."""
     value = getattr(timestamp, "value", None)  # pandas.Timestamp
-    if isinstance(value, int):
+    if isinstance(value, int) and value != _NAT:
         return value
-    if isinstance(timestamp, int | np.integer):
+    if isinstance(timestamp, int | np.integer) and timestamp != _NAT:
         return int(timestamp)
     import pandas as pd
 
-    return int(pd.Timestamp(timestamp).value)
+    try:
+        ns = pd.Timestamp(timestamp).value
+    except (TypeError, ValueError):
+        ns = _NAT
+    if timestamp is None or ns == _NAT:
+        raise DataError(f"{what}: candle timestamp {timestamp!r} is not a time")
+    return int(ns)
+
+
+_NAT = np.iinfo(np.int64).min  # NaT's integer value

@@ -96,11 +96,19 @@ class SymbolTrader:
         else:
             self.state, self.last_ts, self.entry_ts = restored
             history = feed.history(self.last_ts)
-            if self.stream is not None:  # the whole history: the features the session had
+            if not len(history):  # e.g. a rotated file: the next candles rebuild the state
+                log.warning(
+                    "%s: the feed has no history up to %s; the strategy starts again from "
+                    "the next candles",
+                    symbol,
+                    self.last_ts,
+                )
+            elif self.stream is not None:  # the whole history: the features the session had
                 self.stream.warm_up(history)
             else:
                 self.window = history if window is None else history.iloc[-window:]
-            self.last_close = float(history["close"].iloc[-1])
+            if len(history):
+                self.last_close = float(history["close"].iloc[-1])
             log.info(
                 "%s: resumed after %s (bar %d, position %+d)",
                 symbol,
@@ -240,6 +248,12 @@ class SymbolTrader:
         """End of a finite feed: cancel the pending order, close the position at the close."""
         if self.last_ts is None:
             return []
+        if self.last_close != self.last_close:  # NaN: resumed without a candle or history
+            if self.state[S_POS] != 0:
+                log.warning(
+                    "%s: no last close to close the position at; it stays open", self.symbol
+                )
+            return []
         new = self.state.copy()
         k = close_out(new, self.buffer, self.last_close, self._params[5], self._params[6])
         trades = [self._trade(r, self.last_ts, self.entry_ts) for r in self.buffer[:k]]
@@ -253,11 +267,15 @@ class SymbolTrader:
 
 
 def _stream(strategy: Any, symbol: str, window: int | None) -> Any:
-    """The strategy's signal stream for ``symbol``, or ``None`` if it has none."""
-    try:
-        return strategy.stream(what=symbol, keep=window or 1000)
-    except (AttributeError, NotImplementedError):
+    """The strategy's signal stream for ``symbol``, or ``None`` if it has none (a strategy
+    that implements the protocol's ``generate_signal`` only). Errors building it propagate."""
+    from trademl.strategies.base import BaseStrategy
+
+    make = getattr(type(strategy), "stream", None)
+    if make is None or make is BaseStrategy.stream:
+        log.info("%s: %s has no stream; deciding on a trailing window", symbol, strategy)
         return None
+    return strategy.stream(what=symbol, keep=window or 1000)
 
 
 @dataclass

@@ -138,12 +138,16 @@ class SignalStream:
         self.recent: deque[tuple] = deque(maxlen=max(int(keep), 1))
 
     def warm_up(self, history: pd.DataFrame) -> dict[str, Any] | None:
+        """Take every candle of ``history`` (clean OHLCV) in order; the signal of the last one
+        (the others only advance the state: nothing is decided on them)."""
         validate_ohlcv(history, what=self.what)
         columns = [history[c].to_numpy(dtype=np.float64) for c in _OHLCV]
-        out = None
-        for k, ts in enumerate(history.index):
-            out = self._feed((ts, *(float(col[k]) for col in columns)))
-        return out
+        last = len(history) - 1
+        for k, ts in enumerate(history.index[:last]):
+            fields = (ts, *(float(col[k]) for col in columns))
+            self._absorb(fields)
+            self.recent.append(fields)
+        return self._feed((history.index[last], *(float(col[last]) for col in columns)))
 
     def update(self, candle: Any) -> dict[str, Any] | None:
         return self._feed(candle_fields(candle))
@@ -164,6 +168,11 @@ class SignalStream:
 
     def _step(self, fields: tuple) -> dict[str, Any] | None:  # pragma: no cover - overridden
         raise NotImplementedError
+
+    def _absorb(self, fields: tuple) -> None:
+        """Advance the state by one candle of history without deciding on it (by default a
+        step whose signal is dropped; a strategy whose decision is costly overrides it)."""
+        self._step(fields)
 
 
 _OHLCV = ("open", "high", "low", "close", "volume")

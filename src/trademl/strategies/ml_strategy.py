@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -278,53 +279,9 @@ class MLStrategy(BaseStrategy):
         return self._predictor[1]
 
     def stream(self, *, what: str = "stream", keep: int = 1000) -> SignalStream:
-        return _MLStream(self, what=what, keep=keep)
+        from trademl.strategies.ml_stream import MLStream
 
-
-class _MLStream(SignalStream):
-    """MLStrategy one candle at a time: streamed features, the fast predictor, and
-    :func:`probability_signals`' rules for one row. When the strategy switches to another
-    version (:meth:`MLStrategy.refresh`), it re-seeds from the ``keep`` candles it holds."""
-
-    def __init__(self, strategy: MLStrategy, *, what: str, keep: int) -> None:
-        super().__init__(strategy, what=what, keep=keep)
-        self._build()
-
-    def _build(self) -> None:
-        from trademl.streaming import FeatureStream
-
-        s = self.strategy
-        self.loaded = s.load()
-        self.features = FeatureStream(
-            s._features, extra_atr_periods=(s.atr_period,), what=self.what
-        )
-        self.predict = s.predictor().predict_proba
-        self.min_bars = s.min_bars
-
-    def _step(self, fields: tuple) -> dict[str, Any] | None:
-        s = self.strategy
-        if s._loaded is not self.loaded:  # another version: its features from the start
-            self._build()
-            for previous in self.recent:
-                self.features.update(*previous)
-        row = self.features.update(*fields)
-        if self.features.count < self.min_bars:
-            return None
-        codes, confidence = signals_from_probabilities(self.predict(row[None, :]), s.min_confidence)
-        atr = self.features.atr(s.atr_period)
-        side = 0 if atr != atr else int(_CODE_TO_SIDE[codes[0]])  # NaN ATR: no trade
-        conf = float(confidence[0])
-        sl, tp = calculate_signal_strength(
-            atr,
-            conf,
-            min_confidence=s.min_confidence,
-            base_sl_atr_mult=s.sl_atr_mult,
-            base_tp_atr_mult=s.tp_atr_mult,
-            confidence_sl_adjustment=s.confidence_sl_adjustment,
-        )
-        return s._signal_dict(
-            side, entry_price=fields[4], confidence=conf, sl_distance=sl, tp_distance=tp, atr=atr
-        )
+        return MLStream(self, what=what, keep=keep)
 
 
 _TRADE_KEYS = (
@@ -382,17 +339,28 @@ def _check_trade_settings(values: dict[str, Any]) -> None:
 @contextmanager
 def single_threaded(model: Any) -> Iterator[None]:
     """Run ``model``'s predictions on one thread (its classifier's ``n_jobs`` set to 1 for the
-    block, then put back): starting a thread pool for one row costs more than the trees."""
+    block, then put back, and OpenMP limited to one thread, which HistGradientBoosting uses
+    on every core): starting a thread pool for one row costs more than the trees. ``n_jobs``
+    None is changed too: LightGBM reads it as all cores."""
     clf = model[-1] if hasattr(model, "steps") else model
-    jobs = clf.get_params().get("n_jobs") if hasattr(clf, "get_params") else None
-    if jobs in (None, 1):
-        yield
-        return
-    clf.set_params(n_jobs=1)
-    try:
-        yield
-    finally:
-        clf.set_params(n_jobs=jobs)
+    params = clf.get_params() if hasattr(clf, "get_params") else {}
+    jobs = params.get("n_jobs", 1)
+    with _openmp().limit(limits=1, user_api="openmp"):
+        if jobs == 1:
+            yield
+            return
+        clf.set_params(n_jobs=1)
+        try:
+            yield
+        finally:
+            clf.set_params(n_jobs=jobs)
+
+
+@functools.cache
+def _openmp() -> Any:
+    from threadpoolctl import ThreadpoolController
+
+    return ThreadpoolController()  # the OpenMP runtimes loaded (scikit-learn's, LightGBM's)
 
 
 def probability_signals(
