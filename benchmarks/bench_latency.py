@@ -161,8 +161,13 @@ def free_port() -> int:
 def http_round_trip(uri: str, name: str, version: str, candles, window: int, n: int, repeats: int):
     """p50/p95/p99 ms of POSTing one window to ``mlflow models serve`` (the served pyfunc)."""
     port = free_port()
-    env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
-    mlflow = str(Path(sys.executable).with_name("mlflow"))
+    bindir = str(Path(sys.executable).parent)  # MLflow starts uvicorn from PATH
+    env = {
+        **os.environ,
+        "MLFLOW_TRACKING_URI": uri,
+        "PATH": bindir + os.pathsep + os.environ.get("PATH", ""),
+    }
+    mlflow = str(Path(bindir) / "mlflow")
     proc = subprocess.Popen(
         [
             mlflow,
@@ -307,9 +312,12 @@ def main() -> None:
             rate = batch_throughput(strategy, candles, args.batch_rows, args.repeats)
             rates.append((model, kind, *rate))
         if args.http:
-            http[model] = http_round_trip(
-                uri, name, version, candles, args.window, args.http, args.repeats
-            )
+            try:
+                http[model] = http_round_trip(
+                    uri, name, version, candles, args.window, args.http, args.repeats
+                )
+            except (OSError, RuntimeError) as exc:  # report the rest of the run anyway
+                print(f"{model}: HTTP round trip not measured: {exc}", flush=True)
     replay_rows = []
     if args.replay:
         name, _ = registered[models[0]]

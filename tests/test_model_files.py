@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 import skops.io as sio
-import yaml
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer
 
@@ -18,19 +17,10 @@ from trademl.models import SKOPS_TRUSTED_TYPES
 from trademl.registry import load_model
 from trademl.strategies import MLStrategy
 
+from ._tamper import Planted, edit_mlmodel, tampered
 from .conftest import client_for
 
 NAME = "baseline_rf"
-
-
-class Planted:
-    """A pickle payload: unpickling it creates the file ``path`` (it runs ``open``)."""
-
-    def __init__(self, path: str) -> None:
-        self.path = path
-
-    def __reduce__(self):
-        return (open, (self.path, "w"))
 
 
 @pytest.fixture(scope="module")
@@ -42,23 +32,6 @@ def original(production_model):
     source = client.get_model_version_download_uri(NAME, version)
     run_id = client.get_model_version(NAME, version).run_id
     return {"store": store, "dir": Path(source.removeprefix("file://")), "run_id": run_id}
-
-
-def tampered(original, tmp_path, edit) -> str:
-    """A copy of the model files, changed by ``edit(dir)``, registered as a new version."""
-    copy = tmp_path / "model"
-    shutil.copytree(original["dir"], copy)
-    edit(copy)
-    mv = client_for(original["store"]).create_model_version(
-        NAME, source=str(copy), run_id=original["run_id"]
-    )
-    return f"models:/{NAME}/{mv.version}"
-
-
-def edit_mlmodel(path: Path, change) -> None:
-    data = yaml.safe_load((path / "MLmodel").read_text())
-    change(data)
-    (path / "MLmodel").write_text(yaml.safe_dump(data))
 
 
 def load(original, uri):

@@ -8,7 +8,6 @@ import contextlib
 import json
 import os
 import pickle
-import shutil
 import signal
 import subprocess
 import sys
@@ -34,21 +33,12 @@ from trademl.serving import OUTPUT_COLUMNS
 from trademl.strategies import MLStrategy
 
 from ._servers import free_port
+from ._tamper import Planted, edit_mlmodel, tampered
 from .conftest import client_for
 
 NAME = "baseline_rf"
 WINDOWS = 200
 rng = np.random.default_rng(10)
-
-
-class Planted:
-    """A pickle payload: unpickling it creates the file ``path`` (it runs ``open``)."""
-
-    def __init__(self, path: str) -> None:
-        self.path = path
-
-    def __reduce__(self):
-        return (open, (self.path, "w"))
 
 
 @dataclass
@@ -256,23 +246,6 @@ def test_min_confidence_is_a_predict_param_as_in_mlstrategy(served, model, cases
 
 
 # -- (c) trust ------------------------------------------------------------------------------------
-def tampered(model, tmp_path, edit) -> str:
-    """A copy of the model files, changed by ``edit(dir)``, registered as a new version."""
-    copy = tmp_path / "model"
-    shutil.copytree(model["dir"], copy)
-    edit(copy)
-    mv = client_for(model["store"]).create_model_version(
-        NAME, source=str(copy), run_id=model["run_id"]
-    )
-    return f"models:/{NAME}/{mv.version}"
-
-
-def edit_mlmodel(path: Path, change) -> None:
-    data = yaml.safe_load((path / "MLmodel").read_text())
-    change(data)
-    (path / "MLmodel").write_text(yaml.safe_dump(data))
-
-
 @pytest.mark.parametrize("fmt", ["pickle", "cloudpickle"])
 def test_a_pickle_file_is_refused_by_the_pyfunc_and_nothing_runs(model, tmp_path, fmt):
     marker = tmp_path / "pwned"
