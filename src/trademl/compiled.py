@@ -31,7 +31,6 @@ would branch differently.
 from __future__ import annotations
 
 import contextlib
-import copy
 import io
 import logging
 import time
@@ -42,6 +41,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from trademl.errors import ModelError
+from trademl.models import single_job
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -204,7 +204,7 @@ def fast_predictor(loaded: LoadedModel, *, min_confidence: float | None) -> Pred
     model = loaded.model
     codes = np.asarray(model.classes_).astype(int)
     n_features = int(model.n_features_in_)
-    one_job = _one_job(model)
+    one_job = single_job(model)
     try:
         session, diff = _checked_session(loaded, one_job, n_features, min_confidence)
     except Exception as exc:  # whatever the bytes or the runtime did: fall back, never raise
@@ -344,23 +344,6 @@ def _check(session: Any, model: Any, X: np.ndarray, min_confidence: float | None
             diff,
         )
     return diff
-
-
-def _one_job(model: Any) -> Any:
-    """``model`` predicting on one thread without changing the shared model: shallow copies
-    of the pipeline and its classifier (sharing the fitted trees) with ``n_jobs=1``. LightGBM's
-    ``n_jobs=None`` means all cores, so any value but 1 is replaced."""
-    clf = _final(model)
-    params = clf.get_params(deep=False) if hasattr(clf, "get_params") else {}
-    if "n_jobs" not in params or params["n_jobs"] == 1:
-        return model
-    one = copy.copy(clf)
-    one.n_jobs = 1  # not set_params: LightGBM's writes into a dict the copy shares
-    if not hasattr(model, "steps"):
-        return one
-    pipeline = copy.copy(model)
-    pipeline.steps = [*model.steps[:-1], (model.steps[-1][0], one)]
-    return pipeline
 
 
 def _warn_once(loaded: LoadedModel, reason: str) -> None:

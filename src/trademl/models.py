@@ -14,6 +14,7 @@ a model that needs anything else is refused rather than trusted blindly.
 from __future__ import annotations
 
 import contextlib
+import copy
 import functools
 import importlib
 import inspect
@@ -37,6 +38,7 @@ __all__ = [
     "ModelSpec",
     "check_trusted_types",
     "shared_sweep_keys",
+    "single_job",
     "trusted_types_for",
 ]
 
@@ -311,3 +313,20 @@ def check_trusted_types(pipeline: Pipeline, trusted: list[str]) -> None:
             "for this estimator; add them to trademl.models.SKOPS_TRUSTED_TYPES only if you "
             "have reviewed them"
         )
+
+
+def single_job(model: Any) -> Any:
+    """``model`` predicting on one thread without changing the shared model: shallow copies
+    of the pipeline and its classifier (sharing the fitted trees) with ``n_jobs=1``. LightGBM's
+    ``n_jobs=None`` means all cores, so any value but 1 is replaced."""
+    clf = model.steps[-1][1] if hasattr(model, "steps") else model
+    params = clf.get_params(deep=False) if hasattr(clf, "get_params") else {}
+    if "n_jobs" not in params or params["n_jobs"] == 1:
+        return model
+    one = copy.copy(clf)
+    one.n_jobs = 1  # not set_params: LightGBM's writes into a dict the copy shares
+    if not hasattr(model, "steps"):
+        return one
+    pipeline = copy.copy(model)
+    pipeline.steps = [*model.steps[:-1], (model.steps[-1][0], one)]
+    return pipeline

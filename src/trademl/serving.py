@@ -66,6 +66,7 @@ from trademl._config import coerce_config
 from trademl.data import OHLCV_COLUMNS, validate_ohlcv
 from trademl.errors import ConfigError, DataError, InsufficientDataError, ModelError, TradeMLError
 from trademl.features import FeatureConfig, feature_names
+from trademl.models import single_job
 from trademl.strategies.base import SIDE
 from trademl.strategies.ml_strategy import learned_trade, model_signals
 from trademl.tracking.model_files import ModelFiles, load_model_dir, read_mlmodel
@@ -224,11 +225,10 @@ class CandleSignals:
         version: str | None = None,
         what: str = "the served model",
     ) -> None:
-        self.model = model
+        self.model = single_job(model)  # one thread, without changing the caller's model
         self.meta = dict(meta)
         self.name, self.version, self.what = name, version, what
         self.features, self.trade = strategy_settings(self.meta, what)
-        _one_thread(model)
 
     @property
     def min_bars(self) -> int:
@@ -309,12 +309,6 @@ class CandleSignals:
                 "segment)"
             )
         return number
-
-
-def _one_thread(model: Any) -> None:
-    clf = model[-1] if hasattr(model, "steps") else model
-    if hasattr(clf, "get_params") and clf.get_params().get("n_jobs") not in (None, 1):
-        clf.set_params(n_jobs=1)
 
 
 # -- reading a request ----------------------------------------------------------------------------
