@@ -62,26 +62,11 @@ def timed(call, items) -> list[float]:
 
 
 def train_models(tmp: Path, models: list[str], n: int) -> tuple[str, dict[str, str]]:
-    from hydra.core.global_hydra import GlobalHydra
+    from _throwaway import train_throwaway
 
-    from trademl.train import compose_config, train
-
-    uri = f"sqlite:///{tmp}/mlflow.db"
     out = {}
     for model in models:
-        GlobalHydra.instance().clear()
-        result = train(
-            compose_config(
-                [
-                    f"mlflow.tracking_uri={uri}",
-                    f"mlflow.artifact_root={tmp}/mlruns",
-                    f"model={model}",
-                    f"data.n={n}",
-                    "progress=false",
-                    "evaluation.permutation_repeats=0",
-                ]
-            )
-        )
+        uri, result = train_throwaway(tmp, n, model)
         out[model] = result.registered_name, result.registered_version
         print(f"trained {model}: models:/{out[model][0]}/{out[model][1]}", flush=True)
     return uri, out

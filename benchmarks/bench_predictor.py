@@ -48,29 +48,16 @@ def main() -> None:
     args = parser.parse_args()
 
     import pandas as pd
-    from hydra.core.global_hydra import GlobalHydra
+    from _throwaway import train_throwaway
 
     from trademl import generate_ohlcv
     from trademl._config import coerce_config
     from trademl.compiled import fast_predictor
     from trademl.features import FeatureConfig, build_feature_matrix
     from trademl.registry import load_model
-    from trademl.train import compose_config, train
 
     tmp = Path(tempfile.mkdtemp(prefix="bench_predictor_"))
-    uri = f"sqlite:///{tmp}/mlflow.db"
-    GlobalHydra.instance().clear()
-    result = train(
-        compose_config(
-            [
-                f"mlflow.tracking_uri={uri}",
-                f"mlflow.artifact_root={tmp}/mlruns",
-                f"data.n={args.candles}",
-                "progress=false",
-                "evaluation.permutation_repeats=0",
-            ]
-        )
-    )
+    uri, result = train_throwaway(tmp, args.candles)
     loaded = load_model(result.model_uri, tracking_uri=uri)
     compiled = loaded.trademl["compiled"]
     start = time.perf_counter()
