@@ -26,6 +26,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from trademl._config import MOVED_KEYS, check_mapping, did_you_mean, unknown_key_error
 from trademl.errors import ConfigError, DataError
+from trademl.tuning.settings import TuneSettings
 
 __all__ = [
     "MOVED_KEYS",
@@ -225,7 +226,7 @@ class SignalSettings:
 @dataclass(frozen=True)
 class _TrainKeys:
     seed: int = 42
-    register: bool = True
+    register: bool | Literal["best", "all", "none"] = "best"
     promote: Literal["Production", "Staging", "Archived", "None"] | None = None
     optimized_metric: str = "val_balanced_accuracy"
     optimized_direction: Literal["maximize", "minimize"] = "maximize"
@@ -262,7 +263,17 @@ class _RunKeys:
 
 # -- the entrypoints ------------------------------------------------------------------------------
 _GROUPS = {
-    "train": ("data", "cleaning", "features", "labels", "split", "model", "evaluation", "mlflow"),
+    "train": (
+        "data",
+        "cleaning",
+        "features",
+        "labels",
+        "split",
+        "model",
+        "evaluation",
+        "mlflow",
+        "tune",
+    ),
     "walkforward": (
         "data",
         "cleaning",
@@ -278,12 +289,14 @@ _GROUPS = {
     ),
     "backtest": ("data", "cleaning", "strategy", "risk", "backtest", "mlflow"),
     "live": ("risk", "backtest", "mlflow", "live_strategy", "feeds", "live"),
+    "server": ("mlflow", "server"),
 }
 _PLAIN = {
     "evaluation": EvaluationSettings,
     "backtest": BacktestSettings,
     "live": LiveSettings,
     "signal": SignalSettings,
+    "tune": TuneSettings,
 }
 _BLOCKED = {"trademl.synthetic.generate_ohlcv": ("return_regime",)}
 
@@ -314,6 +327,8 @@ def _validate(cfg: DictConfig, entry: str) -> dict[str, Any]:
     top_cls = _TrainKeys if entry in ("train", "walkforward") else _RunKeys
     groups = {"strategy" if g == "live_strategy" else g for g in _GROUPS[entry]}
     allowed = {*groups, *_field_names(top_cls), "hydra"}
+    if entry == "walkforward":
+        allowed.add("tune")  # composed from train.yaml; walk-forward does not tune
     for key in cfg:
         if key not in allowed:
             raise unknown_key_error("", str(key), sorted(allowed - {"hydra"}))
@@ -323,6 +338,10 @@ def _validate(cfg: DictConfig, entry: str) -> dict[str, Any]:
             built["strategy"] = _live_strategy(cfg.strategy, built["mlflow"].tracking_uri)
         elif group == "feeds":
             built["feeds"] = _feeds(cfg.feeds)
+        elif group == "server":  # trademl.tracking imports MLflow: only for this entrypoint
+            from trademl.tracking.server import ServerSettings
+
+            built[group] = _build_plain(group, _container(cfg[group]), ServerSettings)
         elif group in _PLAIN:
             built[group] = _build_plain(group, _container(cfg[group]), _PLAIN[group])
         elif group == "model":

@@ -23,12 +23,12 @@ import mlflow
 import numpy as np
 import sklearn
 from hydra.core.hydra_config import HydraConfig
-from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
 from trademl import __version__
 from trademl._hydra import CONFIG_DIR, compose_config, instantiate_node
+from trademl._process import command_start_time
 from trademl.compiled import compile_model
 from trademl.errors import ConfigError, exit_on_user_error
 from trademl.evaluation import class_probabilities, evaluate, probability_metrics
@@ -38,7 +38,7 @@ from trademl.periods import training_periods
 from trademl.prepare import PreparedData, prepare_data_for_ml
 from trademl.registry import promote_model
 from trademl.schemas import validate_config
-from trademl.sweep import PARENT_RUN_FILE, SEALED_TEST_METRICS
+from trademl.sweep import SEALED_TEST_METRICS, SweepJob, hydra_job, register_mode
 from trademl.tracking import (
     RunRecorder,
     config_params,
@@ -107,18 +107,20 @@ def test_scores(model: Any, data: PreparedData) -> dict[str, float]:
     return probability_metrics(proba, data.y_test, data.fwd_test, data.y_train)[0]
 
 
-def _sweep_job() -> int | None:
-    """The job number when this training is one trial of a Hydra multirun sweep."""
-    if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
-        return int(HydraConfig.get().job.num)
-    return None
-
-
-def _parent_run_id() -> str | None:
-    if _sweep_job() is None:
-        return None
-    marker = Path(HydraConfig.get().sweep.dir) / PARENT_RUN_FILE
-    return marker.read_text().strip() if marker.exists() else None
+def data_label(node: DictConfig | dict) -> tuple[str, str]:
+    """A data config in short (for run names) and in full (the ``data`` tag): a file's stem
+    and path, ``synthetic5000`` and its size and seed, ``model-data``."""
+    values = OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node
+    if values.get("path"):
+        path = Path(str(values["path"]))
+        return path.stem, str(path.resolve())
+    if values.get("from_model"):
+        return "model-data", "the candles the model was trained on"
+    target = str(values.get("_target_", "data")).rsplit(".", 1)[-1]
+    if target == "generate_ohlcv":
+        n, seed = values.get("n"), values.get("seed")
+        return f"synthetic{n}", f"synthetic n={n} seed={seed} freq={values.get('freq')}"
+    return target, target
 
 
 def _model_metadata(
@@ -171,7 +173,7 @@ def _data_config(node: DictConfig) -> dict[str, Any]:
     return values
 
 
-def train(cfg: DictConfig) -> TrainResult:
+def train(cfg: DictConfig, job: SweepJob | None = None) -> TrainResult:
     """Train, evaluate, log and register one model as configured.
 
     One MLflow run holds it all, from the first data row to the registered version: it
@@ -183,14 +185,19 @@ def train(cfg: DictConfig) -> TrainResult:
     ----------
     cfg
         A composed ``train`` config (see ``conf/train.yaml``).
+    job
+        When this training is one trial of a sweep (``trademl tune``); a Hydra multirun job
+        is found by itself.
 
     Returns
     -------
     TrainResult
         Run id, test metrics, model URI and registered version.
     """
+    started = time.time()
     checked = validate_config(cfg, "train")  # before MLflow or data are touched
-    if _sweep_job() is not None and checked["split"].validation == "none":
+    job = job or hydra_job(cfg)
+    if job is not None and checked["split"].validation == "none":
         raise ConfigError(
             "split.validation=none in a sweep: trials would have nothing to be selected on but "
             "the test period; use split.validation=holdout, purged_kfold or cpcv"
@@ -202,7 +209,10 @@ def train(cfg: DictConfig) -> TrainResult:
     settings, experiment_id = setup_tracking(checked["mlflow"])
     stage = _Stages(total=7 if cfg.get("promote") else 6, enabled=bool(cfg.get("progress", True)))
     try:
-        with signals_raise(), _start_run(cfg, settings, experiment_id, spec, steps) as rec:
+        run = _start_run(cfg, settings, experiment_id, spec, steps, job, started)
+        with signals_raise(), run as rec:
+            if job is not None and job.on_run is not None:
+                job.on_run(rec.run_id)
             with stage("data"):
                 raw = instantiate_node(cfg.data, "data")
             with stage("features"):
@@ -212,14 +222,16 @@ def train(cfg: DictConfig) -> TrainResult:
                 model.fit(data.X_train, data.y_train.to_numpy(), **spec.fit_params(data.y_train))
                 check_trusted_types(model, spec.trusted_types)
             with stage("validate"):
-                validation, val_proba = validation_metrics(data, model, spec, seed)
+                validation, val_proba = validation_metrics(
+                    data, model, spec, seed, on_split=job.on_split if job else None
+                )
                 val_bt, thresholds = validation_backtest(data, val_proba, ev_cfg)
                 validation.update(val_bt)
             with stage("evaluate"):
                 # A sweep trial's confusion matrix, report and importances describe its
                 # validation segment: nothing of the test period is readable in a trial but its
                 # sealed test scores (train.SEALED_TEST_METRICS).
-                on_validation = _sweep_job() is not None and len(data.X_val) > 0
+                on_validation = job is not None and len(data.X_val) > 0
                 segment = "val" if on_validation else "test"
                 evaluation = evaluate(
                     model,
@@ -251,6 +263,7 @@ def train(cfg: DictConfig) -> TrainResult:
                     evaluation,
                     top=ev_cfg.top_features_plot,
                     thresholds=thresholds,
+                    job=job,
                 )
             if cfg.get("promote") and result.registered_version:
                 with stage("promote"):
@@ -269,17 +282,22 @@ def train(cfg: DictConfig) -> TrainResult:
     return result
 
 
-def _start_run(cfg, settings, experiment_id, spec, steps) -> RunRecorder:
-    """The training's run: a new one (a sweep job's is a child of the sweep's parent run),
-    or the one ``mlflow run`` created (``MLFLOW_RUN_ID``)."""
-    job = "" if _sweep_job() is None else f"-job{_sweep_job()}"
+def _start_run(cfg, settings, experiment_id, spec, steps, job, started) -> RunRecorder:
+    """The training's run: a new one (a sweep trial's is a child of the sweep's parent run),
+    or the one ``mlflow run`` created (``MLFLOW_RUN_ID``). A new run starts when the command
+    did (a single training) or when the trial did, so its duration is the whole training."""
     labels = steps["labels"]
+    short, full = data_label(cfg.data)
+    suffix = "" if job is None else f"-{job.kind}{job.number}"
     tags = {
         "model_type": spec.name,
         "estimator": spec.estimator,
         "label_method": labels.method,
+        "horizon": str(labels.horizon),
+        "data": full,
         "trademl_version": __version__,
         "git_commit": git_commit() or "unknown",
+        **(job.tags if job else {}),
     }
     if spec.ignored_params:
         tags["ignored_params"] = ", ".join(sorted(spec.ignored_params))
@@ -288,10 +306,12 @@ def _start_run(cfg, settings, experiment_id, spec, steps) -> RunRecorder:
     return RunRecorder.start(
         settings,
         experiment_id,
-        run_name=settings.run_name or f"{spec.name}-{labels.method}-h{labels.horizon}{job}",
+        run_name=settings.run_name
+        or f"{spec.name}-{labels.method}-h{labels.horizon}-{short}{suffix}",
         tags=tags,
-        parent_run_id=_parent_run_id(),
+        parent_run_id=job.parent_run_id if job else None,
         resume_run_id=None if job else os.environ.get("MLFLOW_RUN_ID"),  # set by `mlflow run`
+        start_time=started if job else command_start_time(started),
     )
 
 
@@ -317,11 +337,14 @@ class _Stages:
 
 
 def _log_run(
-    rec, cfg, settings, data, spec, model, evaluation, *, top, thresholds=None
+    rec, cfg, settings, data, spec, model, evaluation, *, top, thresholds=None, job=None
 ) -> TrainResult:
     container = OmegaConf.to_container(cfg, resolve=True)
     params = config_params(container)
-    name = settings.registered_model_name if cfg.get("register", True) else None
+    registers = register_mode(cfg.get("register", "best")) != "none"
+    if job is not None:  # a sweep registers its best trial's at the end (or each trial's)
+        registers = job.register
+    name = settings.registered_model_name if registers else None
     rec.set_tags({"feature_count": str(len(data.feature_names))})
     existing = rec.client.get_run(rec.run_id).data.params  # `mlflow run` logs its -P first
     rec.log_params(
@@ -336,7 +359,7 @@ def _log_run(
     if thresholds is not None:  # the validation backtest at each confidence threshold
         rec.log_text(thresholds.to_csv(index=False), "evaluation/validation_thresholds.csv")
     rec.log_dataset(data.candles)
-    if _sweep_job() is not None:
+    if job is not None:
         # A trial's test score is sealed: not a run metric, so nothing (the sweeper, a sort in
         # the UI) can select on it; the sweep's parent reports the selected trial's.
         sealed = {k: v for k, v in evaluation.metrics.items() if k.startswith("test_")}

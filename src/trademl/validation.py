@@ -15,6 +15,7 @@ Metric names are the test metrics' with ``val_`` for ``test_`` (:func:`selection
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict
 from typing import Any
 
@@ -53,14 +54,21 @@ def _scores(proba: np.ndarray, y: pd.Series, fwd: pd.Series, y_train: pd.Series)
 
 
 def validation_metrics(
-    data: PreparedData, model: Pipeline, spec: Any, seed: int
+    data: PreparedData,
+    model: Pipeline,
+    spec: Any,
+    seed: int,
+    *,
+    on_split: Callable[[int, dict[str, float]], None] | None = None,
 ) -> tuple[dict[str, float], pd.DataFrame | None]:
     """``val_*`` metrics of ``model`` (fit on ``data.X_train``) for the data's validation
     method, and the validation predictions a backtest can trade: the class probabilities
     (columns SHORT, FLAT, LONG) of the validation segment (``holdout``) or the out-of-fold
     ones of every row before the test period (``purged_kfold``: each row held out once);
     ``None`` for ``cpcv`` (rows are held out several times) and without validation. With
-    cross-validation ``spec`` builds and fits one model per split."""
+    cross-validation ``spec`` builds and fits one model per split, and ``on_split`` (if given)
+    is told the mean scores so far after each split: a tuner's pruner stops a poor trial
+    early by raising from it."""
     if data.validation == "holdout":
         proba = class_probabilities(model, data.X_val)
         scores = _scores(proba, data.y_val, data.fwd_val, data.y_train)
@@ -77,6 +85,9 @@ def validation_metrics(
         proba = class_probabilities(fold, X.iloc[split.test])
         oof[split.test] = proba
         per_split.append(_scores(proba, y.iloc[split.test], fwd.iloc[split.test], y_fit))
+        if on_split is not None:
+            running = pd.DataFrame(per_split).mean()
+            on_split(len(per_split), {k: float(v) for k, v in running.items()})
     table = pd.DataFrame(per_split)
     out = {k: float(v) for k, v in table.mean().items()}
     out.update({f"{k}_std": float(table[k].std(ddof=1)) for k in HEADLINE if k in table})

@@ -143,9 +143,32 @@ def register_version(
     recorder: RunRecorder, name: str, logged: LoggedModelInfo, *, description: str = ""
 ) -> str:
     """A new version of registered model ``name`` for ``logged``; returns the version."""
+    return _register(recorder.client, name, logged, description)
+
+
+def register_run_model(
+    client: Any, name: str, run_id: str, experiment_id: str, *, description: str = ""
+) -> str:
+    """Register the model that run ``run_id`` logged (e.g. a sweep's best trial's) as a new
+    version of ``name``; returns the version."""
+    models = client.search_logged_models(
+        experiment_ids=[experiment_id],
+        filter_string=f"source_run_id = '{run_id}'",
+        max_results=10,
+    )
+    ready = [m for m in models if str(m.status).upper().endswith("READY")]
+    if len(ready) != 1:
+        raise ModelError(
+            f"run {run_id} has {len(ready)} finished logged models, not one: nothing to register"
+        )
+    found = ready[0]
+    info = LoggedModelInfo(found.model_id, found.artifact_location, run_id)
+    return _register(client, name, info, description)
+
+
+def _register(client: Any, name: str, logged: LoggedModelInfo, description: str) -> str:
     from mlflow.exceptions import MlflowException
 
-    client = recorder.client
     try:
         client.create_registered_model(name)
     except MlflowException as exc:

@@ -84,8 +84,12 @@ class RunRecorder:
         tags: Mapping[str, str] | None = None,
         parent_run_id: str | None = None,
         resume_run_id: str | None = None,
+        start_time: float | None = None,
     ) -> RunRecorder:
         """Create a run (or resume ``resume_run_id``) and register it as open.
+
+        ``start_time`` (seconds since the epoch, default now) is when the work it records
+        began, e.g. the command's start (:func:`command_start_time`).
 
         Signals are held back while the run is created, so that an interruption at that
         moment still ends it as KILLED instead of leaving it RUNNING.
@@ -105,7 +109,12 @@ class RunRecorder:
                             resume_run_id, tags=[RunTag(k, v) for k, v in all_tags.items()]
                         )
                 else:
-                    run = client.create_run(experiment_id, run_name=run_name, tags=all_tags)
+                    run = client.create_run(
+                        experiment_id,
+                        run_name=run_name,
+                        tags=all_tags,
+                        start_time=None if start_time is None else int(start_time * 1000),
+                    )
                 recorder = cls(settings, run.info.run_id, run.info.experiment_id)
                 with _OPEN_LOCK:
                     _OPEN[recorder.run_id] = recorder

@@ -107,6 +107,8 @@ class MlflowSettings:
     artifact_root
         Directory (relative to the working directory) or URI under which each experiment gets
         ``<artifact_root>/<experiment_name>``; applies when the experiment is created.
+        ``None``: the store's own default, e.g. a tracking server's ``mlflow-artifacts:/``
+        (artifacts uploaded through the server, which needs no client access to its storage).
     experiment_name, registered_model_name, run_name
         Where runs go and the name new model versions are registered under.
     http_timeout, http_max_retries, http_backoff_factor
@@ -118,7 +120,7 @@ class MlflowSettings:
     """
 
     tracking_uri: str | None = None
-    artifact_root: str = "mlruns"
+    artifact_root: str | None = "mlruns"
     experiment_name: str = "trademl"
     registered_model_name: str | None = None
     run_name: str | None = None
@@ -239,11 +241,19 @@ class MlflowSettings:
             )
         self.check_reachable()
 
-    def artifact_location(self) -> str:
+    def artifact_location(self) -> str | None:
         root = self.artifact_root
+        if root is None:
+            return None
         if "://" in root:
             return f"{root.rstrip('/')}/{self.experiment_name}"
         return (Path(root).resolve() / self.experiment_name).as_uri()
+
+
+# The MLflow UI opens an experiment on its runs (not on its GenAI overview) when it is tagged
+# as a model-training experiment; trademl's experiments are, whoever created them.
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+MODEL_TRAINING = "custom_model_development"
 
 
 def setup_tracking(settings: MlflowSettings | Mapping | None) -> tuple[MlflowSettings, str]:
@@ -271,10 +281,14 @@ def setup_tracking(settings: MlflowSettings | Mapping | None) -> tuple[MlflowSet
                     "restore it (mlflow experiments restore) or choose another "
                     "mlflow.experiment_name"
                 )
+            if EXPERIMENT_KIND_TAG not in exp.tags:
+                client.set_experiment_tag(exp.experiment_id, EXPERIMENT_KIND_TAG, MODEL_TRAINING)
             return cfg, exp.experiment_id
         try:
             return cfg, client.create_experiment(
-                cfg.experiment_name, artifact_location=cfg.artifact_location()
+                cfg.experiment_name,
+                artifact_location=cfg.artifact_location(),
+                tags={EXPERIMENT_KIND_TAG: MODEL_TRAINING},
             )
         except MlflowException:  # created concurrently by a parallel job
             exp = client.get_experiment_by_name(cfg.experiment_name)

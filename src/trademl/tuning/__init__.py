@@ -1,0 +1,11 @@
+"""Hyperparameter search over trademl trainings with Optuna, shared by many workers.
+
+* :mod:`~trademl.tuning.settings`: ``tune:`` of the training config;
+* :mod:`~trademl.tuning.space`: a search space in Hydra's sweep syntax, as Optuna distributions;
+* :mod:`~trademl.tuning.coordination`: trial slots and the parent run, in the study's database;
+* :mod:`~trademl.tuning.study`: :func:`tune`, one worker (``trademl tune``).
+"""
+
+from trademl.tuning.settings import TuneSettings
+
+__all__ = ["TuneSettings"]

@@ -1,0 +1,400 @@
+"""``trademl tune``: one worker of an Optuna study whose trials are trademl trainings.
+
+Any number of ``trademl tune`` processes, on any number of machines, that name the same
+study and storage share it: each claims a trial slot (:mod:`.coordination`), asks Optuna for
+parameters, trains with them as Hydra overrides (a child run of the study's one MLflow parent
+run, selected on validation like every sweep trial) and tells Optuna the score, until the
+study has ``tune.n_trials`` trials. Cross-validated trials report their running score after
+each split, and the pruner stops poor ones. The worker that finishes the study's last trial
+records the best trial on the parent run and, with ``register: best``, registers its model.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from trademl.errors import ConfigError, Interrupted, TrackingError
+from trademl.tuning.settings import TuneSettings, masked_url
+from trademl.tuning.space import parse_space, to_override
+
+__all__ = ["TuneResult", "tune"]
+
+log = logging.getLogger(__name__)
+
+MAX_FAILURES_IN_A_ROW = 3
+
+
+@dataclass
+class TuneResult:
+    study_name: str
+    parent_run_id: str
+    trials_run: int  # by this worker
+    trials_in_study: int
+    summary: str | None  # written by this worker (the last to finish), else None
+
+
+def tune(overrides: Sequence[str], *, echo=print) -> TuneResult:
+    """Run trials of the study the config names until it has ``tune.n_trials`` of them."""
+    import optuna
+
+    from trademl._hydra import compose_config
+    from trademl.schemas import validate_config
+    from trademl.sweep import register_mode
+    from trademl.tracking import setup_tracking
+
+    overrides = list(overrides)
+    cfg = compose_config(overrides)
+    checked = validate_config(cfg, "train")
+    settings: TuneSettings = checked["tune"]
+    if checked["split"].validation == "none":
+        raise ConfigError(
+            "split.validation=none: trials would have nothing to be selected on but the test "
+            "period; use split.validation=holdout, purged_kfold or cpcv"
+        )
+    space, fixed = parse_space(settings.params)
+    metric = str(cfg.optimized_metric)
+    direction = str(cfg.optimized_direction)
+    mode = register_mode(cfg.get("register", "best"))
+    study_name = settings.study_name or _default_study_name(overrides, cfg, checked)
+    tracking, experiment_id = setup_tracking(checked["mlflow"])  # the store answers first
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    storage = _storage(settings)
+    study = _study(storage, settings, study_name, direction, metric, cfg)
+    from trademl.tuning.coordination import StudyCoordinator
+
+    coordinator = StudyCoordinator(
+        settings.storage, study_name, engine_kwargs=_engine_kwargs(settings.storage)
+    )
+    try:
+        parent_run_id, parent_experiment = coordinator.parent_run(
+            lambda: _create_parent(tracking, experiment_id, study_name, settings, space, metric)
+        )
+        if parent_experiment != experiment_id:
+            raise ConfigError(
+                f"study {study_name} logs to MLflow experiment {parent_experiment}, this worker "
+                f"to {experiment_id}: give every worker the same mlflow.experiment_name and store"
+            )
+        echo(
+            f"tune: study {study_name} in {masked_url(settings.storage)}, {settings.n_trials} "
+            f"trials in all; MLflow parent run {parent_run_id} ({tracking.describe()})"
+        )
+        worker = _Worker(study, coordinator, settings, space, fixed, overrides, echo)
+        worker.metric, worker.mode = metric, mode
+        worker.parent, worker.client = parent_run_id, tracking.client()
+        ran = worker.run()
+        summary = _maybe_summarise(
+            study, coordinator, settings, tracking, parent_run_id, experiment_id, metric, mode
+        )
+    finally:
+        coordinator.dispose()
+    trials = len(study.get_trials(deepcopy=False))
+    if summary is None:
+        running = len(study.get_trials(deepcopy=False, states=_unfinished()))
+        echo(
+            f"tune: this worker ran {ran} trials; the study has {trials} of {settings.n_trials}"
+            + (
+                f", {running} still running in other workers (the last to finish summarises)"
+                if running
+                else ""
+            )
+        )
+    else:
+        echo(summary)
+    return TuneResult(study_name, parent_run_id, ran, trials, summary)
+
+
+def _default_study_name(overrides: Sequence[str], cfg, checked) -> str:
+    from trademl.train import data_label
+
+    search = next(
+        (o.split("=", 1)[1] for o in overrides if o.startswith("hparams_search=")), ""
+    )
+    data = data_label(cfg.data)[0]
+    return f"{search}-{data}" if search else f"{checked['model'].name}-search-{data}"
+
+
+def _engine_kwargs(url: str) -> dict[str, Any]:
+    if url.startswith("sqlite"):
+        return {"connect_args": {"timeout": 60}}
+    return {"pool_pre_ping": True, "connect_args": {"connect_timeout": 10}}
+
+
+def _storage(settings: TuneSettings):
+    import optuna
+
+    url = settings.storage
+    if url.startswith("sqlite:///") and url != "sqlite:///:memory:":
+        Path(url.removeprefix("sqlite:///")).expanduser().parent.mkdir(parents=True, exist_ok=True)
+    try:
+        return optuna.storages.RDBStorage(
+            url,
+            engine_kwargs=_engine_kwargs(url),
+            heartbeat_interval=settings.heartbeat_interval,
+            grace_period=4 * settings.heartbeat_interval,
+        )
+    except ImportError as exc:
+        raise ConfigError(
+            f"tune.storage={masked_url(url)}: its database driver is missing ({exc}); for "
+            "PostgreSQL: pip install 'trademl[team]'"
+        ) from None
+    except Exception as exc:
+        raise TrackingError(
+            f"tune.storage={masked_url(url)} is not usable: {' '.join(str(exc).split())[:300]}"
+        ) from None
+
+
+def _study(storage, settings: TuneSettings, name: str, direction: str, metric: str, cfg):
+    import optuna
+
+    seed = int(cfg.seed)
+    sampler = (
+        optuna.samplers.TPESampler(seed=None, n_startup_trials=settings.n_startup_trials)
+        if settings.sampler == "tpe"
+        else optuna.samplers.RandomSampler(seed=None)
+    )
+    pruner = (
+        optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1)
+        if settings.pruner == "median"
+        else optuna.pruners.NopPruner()
+    )
+    del seed  # workers share the study: one seed would make them sample the same points
+    study = optuna.create_study(
+        study_name=name,
+        storage=storage,
+        sampler=sampler,
+        pruner=pruner,
+        direction=direction,
+        load_if_exists=True,
+    )
+    if study.direction.name.lower() != direction:
+        raise ConfigError(
+            f"study {name} maximises/minimises {study.direction.name.lower()}, this worker "
+            f"was given optimized_direction={direction}; use another tune.study_name"
+        )
+    known = study.user_attrs.get("optimized_metric")
+    if known is None:
+        study.set_user_attr("optimized_metric", metric)
+    elif known != metric:
+        raise ConfigError(
+            f"study {name} selects on {known}, this worker on optimized_metric={metric}; use "
+            "the same metric or another tune.study_name"
+        )
+    return study
+
+
+def _create_parent(tracking, experiment_id, study_name, settings, space, metric):
+    """The study's MLflow parent run (created once, by the first worker)."""
+    client = tracking.client()
+    run = client.create_run(
+        experiment_id,
+        run_name=f"tune {study_name}",
+        tags={
+            "sweep": "parent",
+            "optuna_study": study_name,
+            "optuna_storage": masked_url(settings.storage),
+            "swept": " ".join(sorted(space)),
+            "optimized_metric": metric,
+            "tune_n_trials": str(settings.n_trials),
+        },
+    )
+    return run.info.run_id, run.info.experiment_id
+
+
+class _Worker:
+    metric: str
+    mode: str  # register: best | all | none
+    parent: str  # the study's MLflow parent run
+    client: Any  # an MlflowClient on the study's store
+
+    def __init__(self, study, coordinator, settings, space, fixed, overrides, echo) -> None:
+        self.study, self.coordinator, self.settings = study, coordinator, settings
+        self.space, self.fixed, self.overrides = space, fixed, list(overrides)
+        self.echo = echo
+
+    def run(self) -> int:
+        started, ran, failures = time.time(), 0, 0
+        while True:
+            if self.settings.timeout and time.time() - started > self.settings.timeout:
+                self.echo(f"tune: tune.timeout={self.settings.timeout} s reached")
+                break
+            _fail_stale_trials(self.study)  # trials of workers that died
+            slot = self.coordinator.claim(self.settings.n_trials)
+            if slot is None:
+                break
+            ran += 1
+            ok = self._trial(slot)
+            failures = 0 if ok else failures + 1
+            if failures >= MAX_FAILURES_IN_A_ROW:
+                raise TrackingError(
+                    f"tune: {failures} trials in a row failed in this worker (see their runs' "
+                    "error tag under the parent run); stopping it"
+                )
+        return ran
+
+    def _trial(self, slot: int) -> bool:
+        """One trial; False if it failed."""
+        import optuna
+        from optuna.trial import TrialState
+
+        from trademl._hydra import compose_config
+        from trademl.sweep import SweepJob
+        from trademl.train import train
+
+        with warnings.catch_warnings():  # our own heartbeat thread records it (_Heartbeat)
+            warnings.filterwarnings("ignore", message="Heartbeat of storage")
+            trial = self.study.ask(self.space)
+        trial.set_user_attr("slot", slot)
+        trial.set_user_attr("worker", self.coordinator.worker)
+        sampled = [to_override(k, v) for k, v in {**self.fixed, **trial.params}.items()]
+        run_ids: list[str] = []
+
+        def on_run(run_id: str) -> None:
+            run_ids.append(run_id)
+            trial.set_user_attr("mlflow_run_id", run_id)
+
+        def on_split(step: int, scores: dict[str, float]) -> None:
+            value = scores.get(self.metric)
+            if value is None or not math.isfinite(value):
+                return
+            trial.report(value, step)
+            if trial.should_prune():
+                raise optuna.TrialPruned(f"pruned after split {step}: {self.metric}={value:.4f}")
+
+        job = SweepJob(
+            number=trial.number,
+            parent_run_id=self.parent,
+            register=self.mode == "all",
+            kind="trial",
+            tags={
+                "optuna_study": self.study.study_name,
+                "optuna_trial": str(trial.number),
+                "hydra_overrides": " ".join(sampled),
+            },
+            on_run=on_run,
+            on_split=on_split,
+        )
+        t0 = time.time()
+        beat = _Heartbeat(self.study, trial, self.settings.heartbeat_interval)
+        try:
+            with beat:
+                result = train(compose_config([*self.overrides, *sampled, "progress=false"]), job)
+        except optuna.TrialPruned as exc:
+            self.study.tell(trial, state=TrialState.PRUNED)
+            self._mark_pruned(run_ids, str(exc))
+            self.echo(f"trial {trial.number} (slot {slot + 1}/{self.settings.n_trials}): {exc}")
+            return True
+        except (Interrupted, KeyboardInterrupt):
+            self.study.tell(trial, state=TrialState.FAIL)
+            raise
+        except Exception as exc:
+            self.study.tell(trial, state=TrialState.FAIL)
+            self.echo(f"trial {trial.number} failed: {type(exc).__name__}: {exc}")
+            return False
+        value = result.metrics.get(self.metric, math.nan)
+        if not math.isfinite(value):
+            self.study.tell(trial, state=TrialState.FAIL)
+            self.echo(f"trial {trial.number}: {self.metric} is not finite; counted as failed")
+            return False
+        self.study.tell(trial, value)
+        best = self.study.best_trial
+        self.echo(
+            f"trial {trial.number} (slot {slot + 1}/{self.settings.n_trials}): {self.metric}="
+            f"{value:.4f} in {time.time() - t0:.1f} s [{' '.join(sampled)}]; best so far "
+            f"{best.value:.4f} (trial {best.number})"
+        )
+        return True
+
+    def _mark_pruned(self, run_ids: list[str], reason: str) -> None:
+        """A pruned trial's run: KILLED (stopped early, on purpose), tagged PRUNED."""
+        if not run_ids:
+            return
+        client = self.client
+        client.set_tag(run_ids[0], "optuna_state", "PRUNED")
+        client.set_tag(run_ids[0], "pruned", reason)
+        client.set_terminated(run_ids[0], "KILLED")
+
+
+def _unfinished():
+    from optuna.trial import TrialState
+
+    return (TrialState.RUNNING, TrialState.WAITING)
+
+
+def _fail_stale_trials(study) -> None:
+    """Optuna's own clean-up of trials whose heartbeat stopped (experimental since 2.9, meant
+    for ``study.optimize``: its warnings say so, and this is the intended use)."""
+    import optuna
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        optuna.storages.fail_stale_trials(study)
+
+
+class _Heartbeat:
+    """Records the trial's heartbeat while it trains (Optuna does this only inside
+    ``study.optimize``): if this worker dies, another one fails the trial after the grace
+    period, and the study can still be summarised."""
+
+    def __init__(self, study, trial, interval: int) -> None:
+        self.storage, self.trial_id, self.interval = study._storage, trial._trial_id, interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, daemon=True)
+
+    def _beat(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.storage.record_heartbeat(self.trial_id)
+            except Exception as exc:  # the storage may be briefly unavailable
+                log.warning("could not record the trial's heartbeat: %s", exc)
+            self._stop.wait(self.interval)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+
+def _maybe_summarise(study, coordinator, settings, tracking, parent, experiment_id, metric, mode):
+    """The summary, if the study is complete and this worker is the one to write it."""
+
+    _fail_stale_trials(study)
+    if coordinator.claimed() < settings.n_trials:
+        return None
+    if study.get_trials(deepcopy=False, states=_unfinished()):
+        return None
+    if not coordinator.take_summary(settings.n_trials):
+        return None
+    from trademl.sweep import summarise_sweep
+
+    client = tracking.client()
+    trials = study.get_trials(deepcopy=False)
+    summary = summarise_sweep(
+        client,
+        parent,
+        experiment_id,
+        metric=metric,
+        direction=study.direction.name.lower(),
+        register=mode,
+        registered_name=tracking.registered_model_name,
+        trials=len(trials),
+    )
+    states = {s.name: sum(t.state == s for t in trials) for s in {t.state for t in trials}}
+    tags = {f"optuna_{k.lower()}_trials": str(v) for k, v in states.items()}
+    if any(t.state.name == "COMPLETE" for t in trials):
+        tags["optuna_best_trial"] = str(study.best_trial.number)
+    for key, value in tags.items():
+        client.set_tag(parent, key, value)
+    client.set_terminated(parent, "FINISHED" if summary.best_run_id else "FAILED")
+    return summary.text.replace("sweep:", f"tune: study {study.study_name}:", 1)
