@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo ui test lint format bench bench-latency clean
+.PHONY: install demo ui server test lint format bench bench-latency clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,6 +19,10 @@ demo: $(STAMP)
 
 ui: $(STAMP)
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 --port 5000
+
+# an MLflow tracking server on the local store (ARGS="mlflow=team" for PostgreSQL + S3)
+server: $(STAMP)
+	$(BIN)/trademl server $(ARGS)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -n 2

@@ -7,6 +7,7 @@ Subcommands::
     trademl walkforward [training overrides...]   # see conf/walkforward.yaml
     trademl live feeds.0.path=candles.csv [overrides...]   # see conf/live.yaml
     trademl models list | info REF | promote NAME VERSION | delete NAME [VERSION] --yes
+    trademl server [mlflow=team] [server.port=5000 ...] [--check]   # conf/server.yaml
     trademl data synth --rows 5000 --seed 1 --out candles.csv
     trademl data check candles.csv [--out clean.parquet]
     trademl features candles.csv --out features.parquet
@@ -318,6 +319,12 @@ def _cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_server(args: argparse.Namespace) -> int:
+    from trademl.tracking.server import run_server
+
+    return run_server(args.overrides, check_only=args.check)
+
+
 _HYDRA_COMMANDS = {
     "train": "train, log and register a model",
     "backtest": "backtest a strategy, logged as an MLflow run",
@@ -389,6 +396,21 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(func=_cmd_models)
     for p in (mlist, minfo, mprom, mdel):  # also after the subcommand: models list --tracking-uri
         p.add_argument("--tracking-uri", default=argparse.SUPPRESS, help=store_help)
+
+    srv = sub.add_parser(
+        "server",
+        help="an MLflow tracking server on the configured store (conf/server.yaml)",
+        description="Start `mlflow server` on the store of the mlflow preset (mlflow=local: "
+        "sqlite:///mlflow.db and ./mlruns; mlflow=team: PostgreSQL and S3), on 127.0.0.1:5000 "
+        "unless told otherwise; print its URI once it answers; stop it on Ctrl-C or SIGTERM.",
+    )
+    srv.add_argument(
+        "overrides", nargs="*", help="Hydra overrides, e.g. mlflow=team server.port=5001"
+    )
+    srv.add_argument(
+        "--check", action="store_true", help="check the port and the store, print the command"
+    )
+    srv.set_defaults(func=_cmd_server)
 
     chk = sub.add_parser("check", help="checks of your own code: look-ahead")
     csub = chk.add_subparsers(dest="check_command", required=True)
