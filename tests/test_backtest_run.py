@@ -171,23 +171,6 @@ def test_walk_forward_parent_and_fold_runs(store, compose):
     assert client.search_model_versions("name='baseline_rf'") == []
 
 
-def test_compare_runs_notebook_runs_on_a_real_store(production_model):
-    import os
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    notebook = Path(__file__).resolve().parents[1] / "notebooks" / "compare_runs.py"
-    env = dict(os.environ, MLFLOW_TRACKING_URI=production_model["store"]["uri"])
-    env.pop("MLFLOW_REGISTRY_URI", None)
-    proc = subprocess.run(
-        [sys.executable, str(notebook)], capture_output=True, text=True, env=env, timeout=300
-    )
-    assert proc.returncode == 0, proc.stderr
-    assert production_model["result"].run_id in proc.stdout
-    assert "random_forest" in proc.stdout and "baseline_rf" in proc.stdout
-
-
 def test_crypto_costs_on_market_hours_data_are_flagged(tmp_path):
     """FX candles (closed at weekends) with the crypto preset's 10 bps: a warning names the
     preset that fits; with backtest/costs=fx_major there is none."""
