@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import socket
 import sqlite3
+import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -163,7 +164,7 @@ def test_unreachable_postgres_is_refused_and_its_password_never_shown(
 
 def test_a_missing_postgres_driver_names_the_extra(tmp_path):
     from trademl.errors import TrackingError
-    from trademl.tracking.server import _check_backend
+    from trademl.tracking.server_store import _check_backend
 
     with pytest.raises(TrackingError, match=r"driver pg8000.*pip install pg8000"):
         _check_backend("postgresql+pg8000://u@127.0.0.1:1/db", timeout=1)
@@ -234,3 +235,46 @@ def test_bad_server_settings_are_config_errors(tmp_path, monkeypatch, capsys):
     assert "server.port=0" in _refused(tmp_path, monkeypatch, capsys, "server.port=0")
     assert "server.workers" in _refused(tmp_path, monkeypatch, capsys, "server.workers=0")
     assert "did you mean" in _refused(tmp_path, monkeypatch, capsys, "server.prot=5001")
+
+
+_FAKE_SERVER = """
+import sys, threading, time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+print("fake mlflow server: listening"); print("fake mlflow server: about to fail", flush=True)
+if sys.argv[1] == "fail-at-start":
+    raise SystemExit(3)
+class H(BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200); self.end_headers(); self.wfile.write(b"OK")
+    def log_message(self, *a): pass
+srv = ThreadingHTTPServer(("127.0.0.1", int(sys.argv[2])), H)
+threading.Thread(target=srv.serve_forever, daemon=True).start()
+time.sleep(1.5)
+raise SystemExit(5)
+"""
+
+
+@pytest.mark.parametrize("mode", ["fail-at-start", "fail-later"])
+def test_a_server_that_exits_is_one_error_with_its_last_log_lines(
+    tmp_path, monkeypatch, capsys, mode
+):
+    """The child exiting while starting, or after it answered: exit 2, one line with the last
+    lines of its log."""
+    import trademl.tracking.server as server_module
+
+    started = []
+
+    def fake_command(settings):
+        env = server_command(settings)[1]
+        started.append(settings.port)
+        return [sys.executable, "-c", _FAKE_SERVER, mode, str(settings.port)], env
+
+    monkeypatch.setattr(server_module, "server_command", fake_command)
+    monkeypatch.chdir(tmp_path)
+    assert cli(["server", f"server.port={free_port()}"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "about to fail" in err[0], err
+    status = 3 if mode == "fail-at-start" else 5
+    what = "exited with status 3 while starting" if status == 3 else "stopped by itself (status 5)"
+    assert what in err[0] and "mlflow-server.log" in err[0]
+    assert started
