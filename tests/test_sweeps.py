@@ -112,30 +112,28 @@ def test_multirun_gives_child_runs_under_one_parent_holding_the_best(store, tmp_
     assert "deflated Sharpe of its validation backtest over 2 trials" in proc.stdout
     assert parent.info.status == "FINISHED"
     assert {c.data.tags["model_type"] for c in children} == {"random_forest", "logistic_regression"}
-
-
-@pytest.mark.slow
-def test_optuna_search_optimises_the_configured_metric(store, tmp_path):
-    proc = _trademl(
-        [
-            "train",
-            "-m",
-            "hparams_search=random_forest_optuna",
-            "hydra.sweeper.n_trials=3",
-            *fast_overrides(store),
-            f"hydra.sweep.dir={tmp_path}/optuna",
-        ],
-        cwd=tmp_path,
+    # named after what was swept; the children after model, labels, horizon and data
+    assert parent.info.run_name == "sweep model=random_forest,logistic_regression"
+    assert {c.info.run_name for c in children} == {
+        "random_forest-triple_barrier-h24-synthetic1200-job0",
+        "logistic_regression-triple_barrier-h24-synthetic1200-job1",
+    }
+    # register: best (the default) registers the best trial's model once, under its own name
+    name = best.data.tags["registered_model_name"]
+    assert (
+        name
+        == {"random_forest": "baseline_rf", "logistic_regression": "baseline_lr"}[
+            best.data.tags["model_type"]
+        ]
     )
-    assert proc.returncode == 0, proc.stderr
-    _, runs = _runs(store)
-    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId")]
-    assert len(children) == 3
-    assert len({c.data.params["model.max_depth"] for c in children}) >= 2  # really searched
-    best = max(c.data.metrics["val_balanced_accuracy"] for c in children)
-    assert f"Best value: {best}" in proc.stdout + proc.stderr
-    # the search preset does not register trial models
-    assert client_for(store).search_model_versions("name='baseline_rf'") == []
+    versions = [
+        v
+        for n in ("baseline_rf", "baseline_lr")
+        for v in client.search_model_versions(f"name='{n}'")
+    ]
+    assert [(v.name, str(v.version), v.run_id) for v in versions] == [(name, "1", best.info.run_id)]
+    assert parent.data.tags["registered_version"] == f"{name} version 1"
+    assert f"registered {name} version 1" in proc.stdout
 
 
 @pytest.mark.slow
@@ -147,6 +145,7 @@ def test_parallel_jobs_on_sqlite_lose_no_runs_or_versions(store, tmp_path):
             "hydra/launcher=joblib",
             "hydra.launcher.n_jobs=2",
             "seed=1,2,3,4",
+            "register=all",  # every trial's model: none lost by parallel writes
             *fast_overrides(store),
             f"hydra.sweep.dir={tmp_path}/par",
         ],

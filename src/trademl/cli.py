@@ -3,6 +3,7 @@
 Subcommands::
 
     trademl train [hydra overrides...] [-m]       # see conf/train.yaml
+    trademl tune hparams_search=NAME [tune.n_trials=N tune.storage=URL overrides...]
     trademl backtest [model=models:/NAME/STAGE | strategy=scalping_ema_rsi] [overrides...]
     trademl walkforward [training overrides...]   # see conf/walkforward.yaml
     trademl live feeds.0.path=candles.csv [overrides...]   # see conf/live.yaml
@@ -256,6 +257,13 @@ def _run_hydra(command: str, args: Sequence[str]) -> int:
 
     if command == "backtest":
         args = _backtest_overrides(args)
+    if command == "train" and any(a.startswith("hparams_search=") for a in args):
+        raise ConfigError(
+            "hparams_search presets are Optuna studies, run by `trademl tune "
+            f"{' '.join(args)}` (any number of workers); `trademl train -m` runs grid sweeps"
+        )
+    if command == "tune":
+        return _tune(args)
     if not any(a.startswith("-") for a in args):  # single run: check composition first,
         compose_config(args, config_name=command)  # before the (slow) imports of the entry
     if command == "train":
@@ -274,6 +282,25 @@ def _run_hydra(command: str, args: Sequence[str]) -> int:
         return exc.code if isinstance(exc.code, int) else 1
     finally:
         sys.argv = saved
+    return 0
+
+
+def _tune(args: Sequence[str]) -> int:
+    from trademl.errors import exit_on_user_error
+
+    flags = [a for a in args if a.startswith("-")]
+    if flags:
+        raise ConfigError(
+            f"trademl tune takes key=value overrides only, not {flags[0]} (run more workers to "
+            "go faster: every `trademl tune` naming the same study and storage shares it)"
+        )
+    from trademl.tuning.study import tune
+
+    try:
+        with exit_on_user_error():
+            tune(args)
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else 1
     return 0
 
 
@@ -327,6 +354,7 @@ def _cmd_server(args: argparse.Namespace) -> int:
 
 _HYDRA_COMMANDS = {
     "train": "train, log and register a model",
+    "tune": "an Optuna study of trainings, shared by any number of workers",
     "backtest": "backtest a strategy, logged as an MLflow run",
     "walkforward": "walk-forward evaluation: retrain per fold, trade out of sample",
     "live": "live paper trading on candle feeds",
@@ -442,6 +470,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``trademl`` console script; returns the exit status."""
+    if argv is None:  # the command itself (not a call from Python): its runs start with it
+        from trademl._process import mark_command_start
+
+        mark_command_start()
     args_list = list(sys.argv[1:] if argv is None else argv)
     try:
         return _main(args_list)

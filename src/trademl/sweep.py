@@ -246,6 +246,7 @@ def summarise_sweep(
     if previous.get("best_run_id") == best.info.run_id and previous.get("registered_version"):
         register = "none"  # a study extended with more trials, and the best is the same one
         tags["registered_version"] = previous["registered_version"]
+    registered_name = best.data.tags.get("registered_model_name") or registered_name
     if register == "best" and registered_name:
         from trademl.tracking.model_files import register_run_model
 

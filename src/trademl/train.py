@@ -295,6 +295,7 @@ def _start_run(cfg, settings, experiment_id, spec, steps, job, started) -> RunRe
         "label_method": labels.method,
         "horizon": str(labels.horizon),
         "data": full,
+        "registered_model_name": settings.registered_model_name or "",
         "trademl_version": __version__,
         "git_commit": git_commit() or "unknown",
         **(job.tags if job else {}),

@@ -250,6 +250,27 @@ class MlflowSettings:
         return (Path(root).resolve() / self.experiment_name).as_uri()
 
 
+@contextlib.contextmanager
+def _first_open(db: Path | None):
+    """Hold an exclusive lock beside a sqlite store while it is opened: MLflow creates and
+    migrates its tables on first use, and two processes doing it at once fail ("duplicate
+    column name"). Only the first opening waits; afterwards the lock is free at once."""
+    if db is None:
+        yield
+        return
+    try:
+        import fcntl
+    except ImportError:  # not on POSIX: no lock
+        yield
+        return
+    with open(db.with_name(db.name + ".init.lock"), "a+") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
 # The MLflow UI opens an experiment on its runs (not on its GenAI overview) when it is tagged
 # as a model-training experiment; trademl's experiments are, whoever created them.
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
@@ -271,9 +292,11 @@ def setup_tracking(settings: MlflowSettings | Mapping | None) -> tuple[MlflowSet
     if db is not None:
         db.parent.mkdir(parents=True, exist_ok=True)
     cfg.check_reachable()
-    client = cfg.client()
     try:
-        exp = client.get_experiment_by_name(cfg.experiment_name)
+        with _first_open(db):  # workers starting together on a new sqlite store
+            client = cfg.client()
+            exp = client.get_experiment_by_name(cfg.experiment_name)
+            client.search_registered_models(max_results=1)  # the registry's tables too
         if exp is not None:
             if exp.lifecycle_stage == "deleted":
                 raise TrackingError(

@@ -1,13 +1,16 @@
 """A search space written as Hydra sweep overrides, as Optuna distributions.
 
-``tune.params`` maps a config key to Hydra's sweep syntax (the syntax of the former Hydra Optuna
-sweeper plugin, so existing search spaces carry over)::
+``tune.params`` maps config keys, nested as in the config, to Hydra's sweep syntax (the syntax
+of the former Hydra Optuna sweeper plugin, so existing search spaces carry over)::
 
-    model.n_estimators: choice(50, 100, 200)     # categorical
-    model.max_depth: int(range(3, 16))           # integers 3..15 (range's stop is excluded)
-    model.learning_rate: tag(log, interval(0.01, 0.3))   # float, log scale
-    model.min_samples_leaf: int(interval(1, 50))         # integers 1..50
-    model.max_features: sqrt                     # a fixed value (not searched)
+    model:
+      n_estimators: choice(50, 100, 200)        # categorical
+      max_depth: int(range(3, 16))              # integers 3..15 (range's stop is excluded)
+      learning_rate: tag(log, interval(0.01, 0.3))   # float, log scale
+      min_samples_leaf: int(interval(1, 50))    # integers 1..50
+      max_features: sqrt                        # a fixed value (not searched)
+
+On the command line: ``tune.params.model.max_depth='int(range(3, 9))'``.
 """
 
 from __future__ import annotations
@@ -40,7 +43,7 @@ def parse_space(params: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, An
     parser = OverridesParser.create()
     space: dict[str, Any] = {}
     fixed: dict[str, Any] = {}
-    for key, text in params.items():
+    for key, text in _flat(params).items():
         where = f"tune.params.{key}={text!r}"
         try:
             value = parser.parse_override(f"{key}={text}").value()
@@ -85,6 +88,18 @@ def parse_space(params: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, An
             "(conf/hparams_search/) or keys such as tune.params.model.max_depth='int(range(3, 9))'"
         )
     return space, fixed
+
+
+def _flat(params: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested keys (``model: {max_depth: ...}``, which the command line can override as
+    ``tune.params.model.max_depth=...``) as dotted ones."""
+    out: dict[str, Any] = {}
+    for key, value in params.items():
+        if isinstance(value, Mapping):
+            out |= _flat(value, f"{prefix}{key}.")
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
 
 
 def _plain(value: Any) -> Any:

@@ -115,9 +115,7 @@ def tune(overrides: Sequence[str], *, echo=print) -> TuneResult:
 def _default_study_name(overrides: Sequence[str], cfg, checked) -> str:
     from trademl.train import data_label
 
-    search = next(
-        (o.split("=", 1)[1] for o in overrides if o.startswith("hparams_search=")), ""
-    )
+    search = next((o.split("=", 1)[1] for o in overrides if o.startswith("hparams_search=")), "")
     data = data_label(cfg.data)[0]
     return f"{search}-{data}" if search else f"{checked['model'].name}-search-{data}"
 
@@ -135,12 +133,14 @@ def _storage(settings: TuneSettings):
     if url.startswith("sqlite:///") and url != "sqlite:///:memory:":
         Path(url.removeprefix("sqlite:///")).expanduser().parent.mkdir(parents=True, exist_ok=True)
     try:
-        return optuna.storages.RDBStorage(
-            url,
-            engine_kwargs=_engine_kwargs(url),
-            heartbeat_interval=settings.heartbeat_interval,
-            grace_period=4 * settings.heartbeat_interval,
-        )
+        with warnings.catch_warnings():  # heartbeat_interval is "experimental" since Optuna 2.9
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.storages.RDBStorage(
+                url,
+                engine_kwargs=_engine_kwargs(url),
+                heartbeat_interval=settings.heartbeat_interval,
+                grace_period=4 * settings.heartbeat_interval,
+            )
     except ImportError as exc:
         raise ConfigError(
             f"tune.storage={masked_url(url)}: its database driver is missing ({exc}); for "
