@@ -166,7 +166,7 @@ def test_mlflow_run_of_the_project(store, tmp_path):
     path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
     env = dict(os.environ, MLFLOW_TRACKING_URI=store["uri"], PATH=path)
     env.pop("MLFLOW_REGISTRY_URI", None)
-    overrides = " ".join(o for o in fast_overrides(store) if "tracking_uri" not in o)
+    extra = [o for o in fast_overrides(store) if "tracking_uri" not in o]
     proc = subprocess.run(
         [
             sys.executable,
@@ -176,12 +176,9 @@ def test_mlflow_run_of_the_project(store, tmp_path):
             str(ROOT),
             "--env-manager",
             "local",
-            "--experiment-name",
-            "trademl",
             "-P",
             "model=random_forest",
-            "-P",
-            f"overrides={overrides} hydra.run.dir={tmp_path}/out",
+            *[arg for o in extra for arg in ("-P", o)],  # any key: a Hydra override
         ],
         cwd=tmp_path,
         env=env,
@@ -191,13 +188,49 @@ def test_mlflow_run_of_the_project(store, tmp_path):
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     client, runs = _runs(store)
-    assert len(runs) == 1
+    assert len(runs) == 1  # the training, in the trademl experiment beside `trademl train`'s
     run = runs[0]
-    assert run.data.tags["mlflow.source.type"] == "PROJECT"
-    assert run.data.params["model"] == "random_forest"  # the -P parameter
+    assert run.info.run_name == "random_forest-triple_barrier-h24-synthetic1200"
     assert run.data.params["model.max_depth"] == "10"  # the composed config
+    assert run.data.params["model.n_estimators"] == "25"  # a -P key
     assert "test_balanced_accuracy" in run.data.metrics
     assert client.get_model_version("baseline_rf", "1").run_id == run.info.run_id
+    # the run `mlflow run` made in Default (no --experiment-name) points to the training, and
+    # its parameters are logged without shell quotes
+    (stub,) = client.search_runs(["0"])
+    assert stub.data.tags["mlflow.source.type"] == "PROJECT"
+    assert stub.data.tags["trademl.training_run_id"] == run.info.run_id
+    assert stub.data.params["data_path"] == "none" and stub.data.params["model"] == "random_forest"
+    assert stub.data.params["model.n_estimators"] == "25"
+    for r in (run, stub):
+        assert not [v for v in r.data.params.values() if v.startswith("'")], r.data.params
+    # the checkout's src/ runs, and nothing is installed into the environment
+    command = (ROOT / "MLproject").read_text()
+    assert "pip" not in command.split("command:")[1] and 'PYTHONPATH="$PWD/src' in command
+
+
+def test_mlproject_parameters_become_overrides():
+    import argparse
+
+    from trademl.mlproject import to_overrides
+
+    args = argparse.Namespace(
+        model="lightgbm",
+        data="csv",
+        data_path="/data/btc.csv",
+        horizon="none",
+        promote="none",
+        overrides="labels=forward_return 'model.max_depth=6'",
+    )
+    assert to_overrides(args, ["--seed", "3", "--split.validation", "purged_kfold"]) == [
+        "model=lightgbm",
+        "data=csv",
+        "data.path=/data/btc.csv",
+        "labels=forward_return",
+        "model.max_depth=6",
+        "seed=3",
+        "split.validation=purged_kfold",
+    ]
 
 
 def test_deflation_counts_every_trial_even_those_that_never_traded():
