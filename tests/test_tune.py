@@ -191,3 +191,35 @@ def test_tune_refuses_bad_settings_before_any_work(store, tmp_path, capsys):
     assert not Path(store["uri"].removeprefix("sqlite:///")).exists()  # nothing was written
     assert cli(["train", "hparams_search=random_forest_optuna"]) == 2
     assert "run by `trademl tune" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def pg():
+    from ._servers import postgres_server
+
+    with postgres_server() as server:
+        yield server
+
+
+@pytest.mark.slow
+def test_workers_share_a_study_in_postgresql(pg, store, tmp_path):
+    pg.create_database("optuna")
+    plain = pg.uri("optuna", driver=None)  # as a team writes it: postgresql://user@host/db
+    assert plain.startswith("postgresql://")
+    args = [
+        "hparams_search=random_forest_optuna",
+        "tune.n_trials=4",
+        f"tune.storage={plain}",
+        "tune.study_name=team-study",
+        "tune.params.model.n_estimators='choice(10, 20)'",
+        *fast_overrides(store),
+    ]
+    workers = [_worker(args, tmp_path) for _ in range(2)]
+    outputs = [w.communicate(timeout=600) for w in workers]
+    for worker, (_, err) in zip(workers, outputs, strict=True):
+        assert worker.returncode == 0, err[-3000:]
+    _check_study(store, pg.uri("optuna"), "team-study", 4)
+    slots = pg.query(
+        "optuna", "SELECT count(*) FROM trademl_tune_slots WHERE study_name = %s", "team-study"
+    )
+    assert slots == [(4,)]

@@ -19,7 +19,7 @@ from urllib.parse import unquote, urlparse
 
 from trademl.errors import ConfigError, TrackingError
 
-__all__ = ["ServerSettings", "check_server", "mask_secrets"]
+__all__ = ["ServerSettings", "check_server", "mask_secrets", "postgres_driver"]
 
 _LOOPBACK = ("127.0.0.1", "localhost", "::1")
 _SQL_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql")
@@ -106,7 +106,7 @@ class ServerSettings:
         db = _sqlite_file(uri)
         if db is not None:
             return f"sqlite:///{db}"
-        return _postgres_driver(uri)[0] if _scheme(uri) == ("postgresql", None) else uri
+        return postgres_driver(uri)[0] if _scheme(uri) == ("postgresql", None) else uri
 
     @property
     def artifacts(self) -> str:
@@ -125,7 +125,7 @@ def _sqlite_file(uri: str) -> Path | None:
     return Path(unquote(uri.removeprefix("sqlite:///"))).resolve()
 
 
-def _postgres_driver(uri: str) -> tuple[str, str]:
+def postgres_driver(uri: str) -> tuple[str, str]:
     """The URI MLflow gets and the driver module it needs. A ``postgresql://`` URI without a
     driver takes SQLAlchemy's default (psycopg2 before SQLAlchemy 2.1, psycopg 3 since); when
     that is not installed but psycopg2 (``trademl[team]``) is, the URI names psycopg2."""
@@ -192,7 +192,7 @@ def _check_backend(uri: str, *, timeout: float) -> None:
         return
     if base != "postgresql":
         return  # mysql, mssql: MLflow reports their problems itself
-    uri, module = _postgres_driver(uri)
+    uri, module = postgres_driver(uri)
     if importlib.util.find_spec(module) is None:
         install = _TEAM_EXTRA if module == "psycopg2" else f"pip install {module}"
         raise TrackingError(

@@ -71,9 +71,8 @@ def tune(overrides: Sequence[str], *, echo=print) -> TuneResult:
     study = _study(storage, settings, study_name, direction, metric, cfg)
     from trademl.tuning.coordination import StudyCoordinator
 
-    coordinator = StudyCoordinator(
-        settings.storage, study_name, engine_kwargs=_engine_kwargs(settings.storage)
-    )
+    url = storage_url(settings.storage)
+    coordinator = StudyCoordinator(url, study_name, engine_kwargs=_engine_kwargs(url))
     try:
         parent_run_id, parent_experiment = coordinator.parent_run(
             lambda: _create_parent(tracking, experiment_id, study_name, settings, space, metric)
@@ -120,6 +119,16 @@ def _default_study_name(overrides: Sequence[str], cfg, checked) -> str:
     return f"{search}-{data}" if search else f"{checked['model'].name}-search-{data}"
 
 
+def storage_url(url: str) -> str:
+    """``url`` as SQLAlchemy can open it here: a ``postgresql://`` without a driver names
+    psycopg2 (``trademl[team]``) when SQLAlchemy's default (psycopg 3 since 2.1) is missing."""
+    if url.startswith("postgresql://"):
+        from trademl.tracking.server_store import postgres_driver
+
+        return postgres_driver(url)[0]
+    return url
+
+
 def _engine_kwargs(url: str) -> dict[str, Any]:
     if url.startswith("sqlite"):
         return {"connect_args": {"timeout": 60}}
@@ -129,7 +138,7 @@ def _engine_kwargs(url: str) -> dict[str, Any]:
 def _storage(settings: TuneSettings):
     import optuna
 
-    url = settings.storage
+    url = storage_url(settings.storage)
     if url.startswith("sqlite:///") and url != "sqlite:///:memory:":
         Path(url.removeprefix("sqlite:///")).expanduser().parent.mkdir(parents=True, exist_ok=True)
     try:
