@@ -47,6 +47,29 @@ def test_trademl_train_single_run(store, tmp_path, capsys):
     assert "Could not find 'model/xgboost'" in err and err.count("\n") == 1
 
 
+def test_a_training_run_lasts_from_the_command_start_and_its_experiment_opens_on_runs(
+    store, tmp_path
+):
+    import time
+
+    launched = time.time()
+    proc = _trademl(["train", *fast_overrides(store), f"hydra.run.dir={tmp_path}/out"], tmp_path)
+    finished = time.time()
+    assert proc.returncode == 0, proc.stderr
+    client, (run,) = _runs(store)
+    start, end = run.info.start_time / 1000, run.info.end_time / 1000
+    # the run starts when the process did (imports and opening the store included) ...
+    assert launched - 0.5 <= start <= launched + 1.0
+    # ... so its duration is the whole command's (the run ends before the summary is printed)
+    assert end - start >= 0.9 * (finished - launched) - 1.0
+    stages = sum(v for k, v in run.data.metrics.items() if k.startswith("time_"))
+    assert end - start > stages
+    assert run.data.tags["data"].startswith("synthetic n=1200")
+    # the MLflow UI opens a model-training experiment on its runs, not the GenAI overview
+    exp = client.get_experiment_by_name("trademl")
+    assert exp.tags["mlflow.experimentKind"] == "custom_model_development"
+
+
 def test_multirun_gives_child_runs_under_one_parent_holding_the_best(store, tmp_path):
     proc = _trademl(
         [

@@ -57,6 +57,8 @@ def _check_study(store, storage: str, study_name: str, n: int) -> tuple:
     assert parent.data.tags["best_run_id"] == best_trial.user_attrs["mlflow_run_id"]
     assert parent.data.tags["optuna_best_trial"] == str(best_trial.number)
     assert parent.data.metrics["best_val_balanced_accuracy"] == pytest.approx(best_trial.value)
+    logged = {a.path for a in client.list_artifacts(parent.info.run_id, "tune")}
+    assert logged == {"tune/trials.csv", "tune/search_history.png"}
     versions = client.search_model_versions("name='baseline_rf'")
     assert [(str(v.version), v.run_id) for v in versions] == [
         ("1", parent.data.tags["best_run_id"])

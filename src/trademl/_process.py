@@ -24,16 +24,14 @@ def command_start_time(default: float) -> float:
 
 
 def _process_start() -> float | None:
-    """This process's start time from /proc (Linux); ``None`` where it cannot be read."""
+    """This process's start time from /proc (Linux); ``None`` where it cannot be read. The
+    age is taken against /proc/uptime (10 ms), not /proc/stat's whole-second boot time."""
     try:
+        now = time.time()
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
         stat = Path("/proc/self/stat").read_text()
         ticks = int(stat.rsplit(")", 1)[1].split()[19])  # field 22: starttime, after comm
-        boot = next(
-            int(line.split()[1])
-            for line in Path("/proc/stat").read_text().splitlines()
-            if line.startswith("btime ")
-        )
-        started = boot + ticks / os.sysconf("SC_CLK_TCK")
-    except (OSError, ValueError, IndexError, StopIteration):
+        started = now - (uptime - ticks / os.sysconf("SC_CLK_TCK"))
+    except (OSError, ValueError, IndexError):
         return None
-    return started if 0 <= time.time() - started < 86400 else None
+    return started if 0 <= now - started < 86400 else None

@@ -11,7 +11,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-__all__ = ["plot_confusion_matrix", "plot_feature_importance"]
+__all__ = ["plot_confusion_matrix", "plot_feature_importance", "plot_search_history"]
 
 
 def plot_confusion_matrix(
@@ -77,6 +77,40 @@ def plot_feature_importance(
         axes[1].axvline(0, color="grey", lw=0.8)
         axes[1].set_xlabel("permutation (drop in balanced accuracy)")
     fig.suptitle(title or f"Top {len(data)} features")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def plot_search_history(
+    numbers: list[int],
+    values: list[float | None],
+    states: list[str],
+    path: str | Path,
+    *,
+    metric: str,
+    maximize: bool,
+) -> Path:
+    """A search's trials in order: each finished trial's score, the best so far as a step
+    line, pruned (x) and failed trials (no score) on the axis."""
+    path = Path(path)
+    fig, ax = plt.subplots(figsize=(7.5, 4.2), dpi=110)
+    done = [(n, v) for n, v, s in zip(numbers, values, states, strict=True) if s == "COMPLETE"]
+    if done:
+        xs, ys = zip(*done, strict=True)
+        ax.scatter(xs, ys, s=22, label="trial", zorder=3)
+        best = np.maximum.accumulate(ys) if maximize else np.minimum.accumulate(ys)
+        ax.step(xs, best, where="post", color="tab:red", label="best so far")
+    low = ax.get_ylim()[0] if done else 0.0
+    for state, marker in (("PRUNED", "x"), ("FAIL", "v")):
+        xs = [n for n, s in zip(numbers, states, strict=True) if s == state]
+        if xs:
+            ax.scatter(xs, [low] * len(xs), marker=marker, color="grey", label=state.lower())
+    ax.set_xlabel("trial")
+    ax.set_ylabel(metric)
+    ax.set_title(f"{len(numbers)} trials, {metric} ({'max' if maximize else 'min'}imised)")
+    ax.legend(loc="best", fontsize=8)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)

@@ -405,5 +405,32 @@ def _maybe_summarise(study, coordinator, settings, tracking, parent, experiment_
         tags["optuna_best_trial"] = str(study.best_trial.number)
     for key, value in tags.items():
         client.set_tag(parent, key, value)
+    _log_history(client, parent, trials, metric, study.direction.name.lower() == "maximize")
     client.set_terminated(parent, "FINISHED" if summary.best_run_id else "FAILED")
     return summary.text.replace("sweep:", f"tune: study {study.study_name}:", 1)
+
+
+def _log_history(client, parent: str, trials, metric: str, maximize: bool) -> None:
+    """The trials as a table and a plot on the parent run (``tune/``)."""
+    import tempfile
+
+    from trademl.plots import plot_search_history
+
+    rows = ["trial,state,value,run_id," + ",".join(sorted({k for t in trials for k in t.params}))]
+    keys = sorted({k for t in trials for k in t.params})
+    for t in trials:
+        cells = [t.number, t.state.name, "" if t.value is None else t.value]
+        cells += [t.user_attrs.get("mlflow_run_id", ""), *(t.params.get(k, "") for k in keys)]
+        rows.append(",".join(str(c) for c in cells))
+    with tempfile.TemporaryDirectory() as tmp:
+        table = Path(tmp) / "trials.csv"
+        table.write_text("\n".join(rows) + "\n")
+        plot_search_history(
+            [t.number for t in trials],
+            [t.value for t in trials],
+            [t.state.name for t in trials],
+            Path(tmp) / "search_history.png",
+            metric=metric,
+            maximize=maximize,
+        )
+        client.log_artifacts(parent, tmp, "tune")
