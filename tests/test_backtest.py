@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from trademl import ConfigError
+from trademl import ConfigError, generate_ohlcv
 from trademl.backtest import Backtest
 from trademl.performance import performance_metrics
 
@@ -155,6 +155,16 @@ def test_no_look_ahead_in_the_engine(df, seed, k):
         full[full["exit_time"] < before].reset_index(drop=True),
         cut[cut["exit_time"] < before].reset_index(drop=True),
     )
+
+
+def test_the_trades_table_has_the_same_dtypes_with_and_without_trades():
+    # found by test_no_look_ahead_in_the_engine: no trades gave object columns, trades str
+    df = generate_ohlcv(100, seed=1)
+    sig = pd.DataFrame({"side": np.int8(0), "sl_distance": 1.0, "tp_distance": 1.0}, df.index)
+    none = Backtest(df, sig).run().trades
+    some = Backtest(df, sig.assign(side=np.int8(1))).run().trades
+    assert len(none) == 0 < len(some)
+    assert none.dtypes.to_dict() == some.dtypes.to_dict()
 
 
 def test_same_trades_as_backtesting_py_on_the_same_signals():

@@ -93,6 +93,36 @@ def test_sigterm_during_training_ends_the_run_killed_and_registers_nothing(store
     assert client_for(store).search_model_versions("name='baseline_rf'") == []
 
 
+def test_a_sigterm_lost_in_a_weakref_callback_is_delivered_again():
+    """A handler that runs inside a weakref callback (SQLAlchemy's, during garbage collection)
+    raises where Python ignores exceptions: the interruption is delivered again, not lost."""
+    import weakref
+
+    from trademl.errors import Interrupted
+    from trademl.tracking.runs import signals_raise
+
+    class Thing:
+        pass
+
+    lost = []
+
+    def callback(_ref):
+        try:
+            signal.raise_signal(signal.SIGTERM)  # the handler raises Interrupted in here ...
+        except BaseException as exc:
+            lost.append(exc)  # ... (recorded, as Python would drop it) and it goes no further
+
+    start = time.time()
+    with pytest.raises(Interrupted), signals_raise():
+        thing = Thing()
+        ref = weakref.ref(thing, callback)
+        del thing  # the callback runs now
+        assert ref() is None and len(lost) == 1
+        time.sleep(10)  # the training would go on: the redelivered signal ends it
+    assert time.time() - start < 5
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+
+
 def test_an_error_during_training_ends_the_run_failed(store, compose, tmp_path):
     cfg = compose(_csv_overrides(store, f"data.path={_bad_csv(tmp_path)}"))
     with pytest.raises(DataError, match="non-numeric value 'two'"):

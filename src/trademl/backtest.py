@@ -478,4 +478,4 @@ class Backtest:
                 "bars_held": (exit_i - entry_i + 1).to_numpy(),
                 "exit_reason": t["reason"].astype(int).map(EXIT_REASONS).to_numpy(),
             }
-        )
+        ).astype({"side": "str", "exit_reason": "str"})  # the same dtypes with no trades

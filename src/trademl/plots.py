@@ -103,10 +103,10 @@ def plot_search_history(
         best = np.maximum.accumulate(ys) if maximize else np.minimum.accumulate(ys)
         ax.step(xs, best, where="post", color="tab:red", label="best so far")
     low = ax.get_ylim()[0] if done else 0.0
-    for state, marker in (("PRUNED", "x"), ("FAIL", "v")):
+    for state, marker, label in (("PRUNED", "x", "pruned"), ("FAIL", "v", "failed")):
         xs = [n for n, s in zip(numbers, states, strict=True) if s == state]
         if xs:
-            ax.scatter(xs, [low] * len(xs), marker=marker, color="grey", label=state.lower())
+            ax.scatter(xs, [low] * len(xs), marker=marker, color="grey", label=label)
     ax.set_xlabel("trial")
     ax.set_ylabel(metric)
     ax.set_title(f"{len(numbers)} trials, {metric} ({'max' if maximize else 'min'}imised)")

@@ -57,6 +57,8 @@ def run_status_for(exc: BaseException | None) -> str:
     if exc is None:
         return "FINISHED"
     if isinstance(exc, Interrupted | KeyboardInterrupt):
+        if isinstance(exc, Interrupted):
+            _interrupt_seen()
         return "KILLED"
     if isinstance(exc, SystemExit) and exc.code in (0, None):
         return "FINISHED"
@@ -287,8 +289,40 @@ def _end_at_exit() -> None:  # pragma: no cover - exercised by the subprocess te
 
 
 # -- signals ------------------------------------------------------------------------------------
+# Python drops an exception raised where it cannot propagate: a signal handler that runs
+# inside a weakref callback or a __del__ (SQLAlchemy's, during garbage collection) raises
+# Interrupted into "Exception ignored in ...", and the training would go on to its end. So
+# the handler also starts a watcher that delivers the signal again every second until the
+# Interrupted is seen unwinding (run_status_for, or the end of signals_raise).
+_INTERRUPT_SEEN = threading.Event()
+_REDELIVERY = threading.Lock()
+_WATCHERS: list[threading.Thread] = []
+
+
 def _raise_interrupted(signum: int, frame: Any) -> None:
+    if not any(w.is_alive() for w in _WATCHERS):
+        _INTERRUPT_SEEN.clear()
+        watcher = threading.Thread(target=_redeliver, args=(signum,), daemon=True)
+        _WATCHERS[:] = [watcher]
+        watcher.start()
     raise Interrupted(signum)
+
+
+def _redeliver(signum: int, tries: int = 30) -> None:
+    main = threading.main_thread().ident
+    for _ in range(tries):
+        if _INTERRUPT_SEEN.wait(1.0):
+            return
+        with _REDELIVERY:  # never after signals_raise has put the previous handler back
+            if _INTERRUPT_SEEN.is_set():
+                return
+            log.warning("the interruption was lost (raised where Python ignores it); again")
+            signal.pthread_kill(main, signum)
+
+
+def _interrupt_seen() -> None:
+    with _REDELIVERY:
+        _INTERRUPT_SEEN.set()
 
 
 @contextlib.contextmanager
@@ -310,6 +344,7 @@ def signals_raise() -> Iterator[None]:
     try:
         yield
     finally:
+        _interrupt_seen()  # stops a redelivery before the previous handler is back
         signal.signal(signal.SIGTERM, previous)
 
 
