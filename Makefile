@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo ui server test lint format bench bench-latency clean
+.PHONY: install demo ui server test lint format bench bench-latency bench-tracking clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +42,10 @@ bench: $(STAMP)
 
 bench-latency: $(STAMP)
 	$(BIN)/python benchmarks/bench_latency.py
+
+# sweeps, Optuna workers, MLflow logging and run search on sqlite and a server (about 15 min)
+bench-tracking: $(STAMP)
+	$(BIN)/python benchmarks/bench_tracking.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache build src/*.egg-info
