@@ -121,6 +121,25 @@ def test_a_sigterm_lost_in_a_weakref_callback_is_delivered_again():
         time.sleep(10)  # the training would go on: the redelivered signal ends it
     assert time.time() - start < 5
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+    # nested blocks (trademl tune around each training): a lost interruption that the inner
+    # block ends on is not forgotten; the outer block raises it
+    lost.clear()
+    with pytest.raises(Interrupted), signals_raise():
+        with signals_raise():
+            thing = Thing()
+            ref = weakref.ref(thing, callback)
+            del thing
+            assert len(lost) == 1
+        time.sleep(10)
+    assert time.time() - start < 10
+    # a block that ends before the signal comes again raises it on its way out
+    lost.clear()
+    with pytest.raises(Interrupted), signals_raise():
+        thing = Thing()
+        ref = weakref.ref(thing, callback)
+        del thing
+        assert len(lost) == 1
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
 
 
 def test_an_error_during_training_ends_the_run_failed(store, compose, tmp_path):

@@ -65,6 +65,41 @@ def test_train_register_and_load_through_a_server(server, tmp_path):
     assert not mlflow.is_tracking_uri_set() or mlflow.get_tracking_uri() != server.uri
 
 
+@pytest.mark.slow
+def test_a_parallel_sweep_through_a_server(server, tmp_path):
+    """joblib workers receive the sweep callback with its server client (pickled: its
+    attribute lookup recursed), and every job is a child run under one parent."""
+    import pickle
+
+    from trademl.tracking import MlflowSettings
+
+    client = MlflowSettings(tracking_uri=server.uri).client()
+    assert pickle.loads(pickle.dumps(client))._client.tracking_uri == server.uri
+    overrides = [o for o in server_overrides(server.uri, tmp_path) if "artifact_root" not in o]
+    proc = _trademl(
+        [
+            "train",
+            "-m",
+            "hydra/launcher=joblib",
+            "hydra.launcher.n_jobs=2",
+            "seed=1,2",
+            "mlflow.experiment_name=parallel",
+            *overrides,
+            f"hydra.sweep.dir={tmp_path}/sweep",
+        ],
+        tmp_path,
+    )
+    _, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, err[-3000:]
+    mlflow_client = mlflow.MlflowClient(server.uri)
+    exp = mlflow_client.get_experiment_by_name("parallel")
+    runs = mlflow_client.search_runs([exp.experiment_id])
+    parents = [r for r in runs if r.data.tags.get("sweep") == "parent"]
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId")]
+    assert len(children) == 2 and all(r.info.status == "FINISHED" for r in children)
+
+
 def test_an_unreachable_server_is_one_line_before_any_data(tmp_path):
     port = free_port()
     bad = tmp_path / "never_read.csv"

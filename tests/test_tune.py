@@ -185,6 +185,7 @@ def test_tune_refuses_bad_settings_before_any_work(store, tmp_path, capsys):
         ([search, "split.validation=none"], "split.validation=none"),
         ([search, "-m"], "key=value overrides only"),
         ([], "nothing to search"),
+        ([search, "optimized_metric=val_log_loss"], "would select (and register) the worst"),
     ]
     for extra, message in cases:
         assert cli(["tune", *fast_overrides(store), *extra]) == 2
@@ -222,6 +223,81 @@ def test_workers_share_a_study_in_postgresql(pg, store, tmp_path):
         assert worker.returncode == 0, err[-3000:]
     _check_study(store, pg.uri("optuna"), "team-study", 4)
     slots = pg.query(
-        "optuna", "SELECT count(*) FROM trademl_tune_slots WHERE study_name = %s", "team-study"
+        "optuna",
+        "SELECT count(*), count(trial_number) FROM trademl_tune_slots WHERE study_name LIKE %s",
+        "team-study#%",
     )
-    assert slots == [(4,)]
+    assert slots == [(4, 4)]  # every slot bound to its trial
+
+
+def test_coordination_slots_parent_and_summary_hold_under_failures(tmp_path):
+    """What makes "exactly N trials, summarised once" hold when workers die or fail: a slot
+    whose worker died before asking is claimed again, a failed parent creation lets the next
+    worker create it, a summary that failed can be written again, and the study is not
+    summarised while a claimed slot has no trial yet."""
+    from trademl.tuning.coordination import StudyCoordinator
+    from trademl.tuning.settings import TuneSettings
+    from trademl.tuning.study import _maybe_summarise
+
+    url = f"sqlite:///{tmp_path}/optuna.db"
+    a, b = StudyCoordinator(url, "s#1"), StudyCoordinator(url, "s#1")
+    b.worker = "other-host:1"
+    assert a.claim(1, stale_after=60) == 0
+    assert b.claim(1, stale_after=60) is None  # taken, and not stale
+    # B must not summarise the study while A's slot has no trial (A is still asking for it)
+    study = optuna.create_study(storage=url, study_name="s")
+    settings = TuneSettings(storage=url, n_trials=1)
+    assert _maybe_summarise(study, b, settings, None, "p", "0", "m", "best") is None
+    # A dies before asking: after the grace period B takes the slot over; A cannot bind it
+    assert b.claim(1, stale_after=0) == 0
+    assert a.bind(0, 7) is False and b.bind(0, 7) is True and a.bound() == 1
+    assert b.claim(1, stale_after=0) is None  # bound slots are never taken over
+    # the parent: a creation that fails leaves the way free for the next worker
+    with pytest.raises(RuntimeError):
+        a.parent_run(lambda: (_ for _ in ()).throw(RuntimeError("store down")))
+    assert b.parent_run(lambda: ("run-1", "0")) == ("run-1", "0")
+    assert a.parent_run(lambda: pytest.fail("created twice"), timeout=1) == ("run-1", "0")
+    # the summary: taken once; released after a failure, taken again
+    taken, before = a.take_summary(1)
+    assert taken and before is None and b.take_summary(1) == (False, None)
+    a.release_summary(before)
+    assert b.take_summary(1) == (True, None) and a.take_summary(1) == (False, None)
+    assert a.take_summary(2)[0]  # a study extended with more trials is summarised again
+    a.dispose()
+    b.dispose()
+
+
+def test_a_worker_joins_a_study_only_with_the_same_config_and_space(store, tmp_path, capsys):
+    storage = f"sqlite:///{tmp_path}/optuna.db"
+    base = [
+        "hparams_search=random_forest_optuna",
+        "tune.n_trials=1",
+        f"tune.storage={storage}",
+        "tune.study_name=s",
+        *fast_overrides(store, "model.n_estimators=10"),
+    ]
+    assert cli(["tune", *base]) == 0
+    capsys.readouterr()
+    cases = [
+        (["labels.horizon=10"], "was started with another training config"),
+        (["tune.params.model.max_depth='interval(3.0, 9.0)'"], "tune.params.model.max_depth"),
+    ]
+    for extra, message in cases:
+        assert cli(["tune", *base, "tune.n_trials=2", *extra]) == 2
+        err = capsys.readouterr().err
+        assert message in err and err.count("\n") == 1, err
+    study = optuna.load_study(study_name="s", storage=storage)
+    assert [t.state.name for t in study.get_trials()] == ["COMPLETE"]  # nothing left RUNNING
+
+
+def test_a_password_in_a_url_never_reaches_a_run(store, compose):
+    from trademl.train import train
+
+    secret = "postgresql://optuna:s3cr3t@db.internal/optuna"
+    result = train(compose(fast_overrides(store, f"tune.storage={secret}")))
+    client = client_for(store)
+    run = client.get_run(result.run_id)
+    assert not [k for k in run.data.params if k.startswith("tune.")]
+    path = client.download_artifacts(result.run_id, "config.yaml", str(Path(store["artifacts"])))
+    assert "s3cr3t" not in Path(path).read_text()
+    assert "s3cr3t" not in str(run.data.params) + str(run.data.tags)

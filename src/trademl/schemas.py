@@ -249,6 +249,15 @@ class _TrainKeys:
                 f"optimized_metric={self.optimized_metric!r} is not a metric of the training"
                 f"{did_you_mean(self.optimized_metric, names)} (metrics: {', '.join(names)})"
             )
+        lower_is_better = str(self.optimized_metric).endswith("log_loss")
+        wanted = "minimize" if lower_is_better else "maximize"
+        if self.optimized_direction != wanted:
+            raise ConfigError(
+                f"optimized_direction={self.optimized_direction} with optimized_metric="
+                f"{self.optimized_metric}: {'lower' if lower_is_better else 'higher'} is "
+                f"better, so a sweep would select (and register) the worst model; use "
+                f"optimized_direction={wanted}"
+            )
 
 
 @dataclass(frozen=True)

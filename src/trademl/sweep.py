@@ -125,7 +125,9 @@ def best_child(client, parent_run_id: str, experiment_id: str, metric: str, dire
         filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}'",
         max_results=5000,
     )
-    scored = [r for r in runs if metric in r.data.metrics]
+    # finished runs only: one that failed after logging its metrics (say, in writing its model)
+    # or that a killed worker left RUNNING has no model to stand for
+    scored = [r for r in runs if metric in r.data.metrics and r.info.status == "FINISHED"]
     if not scored:
         return None, runs
     pick = max if direction == "maximize" else min
@@ -310,9 +312,10 @@ def deflated_sharpe(best, runs) -> dict[str, float]:
     needed = ("val_bt_sr", "val_bt_bars", "val_bt_skew", "val_bt_kurt")
     if not all(math.isfinite(m.get(k, math.nan)) for k in needed):
         return {}  # no validation backtest (cross-validation), or its equity never moved
-    # Every finished trial was a candidate: one whose validation backtest never traded (no
-    # Sharpe ratio logged) counts with a Sharpe ratio of 0, so N is never undercounted.
-    srs = [r.data.metrics.get("val_bt_sr", 0.0) for r in runs if r.info.status == "FINISHED"]
+    # Every trial was a candidate: one whose validation backtest never traded (no Sharpe ratio
+    # logged), a pruned one and a failed one count with a Sharpe ratio of 0, so N is never
+    # undercounted (an undercounted N deflates too little).
+    srs = [r.data.metrics.get("val_bt_sr", 0.0) for r in runs]
     variance = float(np.var(srs, ddof=1)) if len(srs) > 1 else 0.0
     dsr = deflated_sharpe_ratio(
         m["val_bt_sr"],

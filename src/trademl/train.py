@@ -8,6 +8,7 @@ figures and the model, registered as a new version.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sys
@@ -48,6 +49,7 @@ from trademl.tracking import (
     signals_raise,
 )
 from trademl.tracking.model_files import log_model, register_version
+from trademl.tracking.server_store import mask_secrets
 from trademl.validation import validation_backtest, validation_metrics
 
 __all__ = ["CONFIG_DIR", "TrainResult", "compose_config", "main", "train", "train_pipeline"]
@@ -341,6 +343,10 @@ def _log_run(
     rec, cfg, settings, data, spec, model, evaluation, *, top, thresholds=None, job=None
 ) -> TrainResult:
     container = OmegaConf.to_container(cfg, resolve=True)
+    # the search settings are the study's (the parent run's tags), not the training's; a
+    # password in a URL (tune.storage, mlflow.tracking_uri) is never written to a run
+    container.pop("tune", None)
+    container = json.loads(mask_secrets(json.dumps(container)))
     params = config_params(container)
     registers = register_mode(cfg.get("register", "best")) != "none"
     if job is not None:  # a sweep registers its best trial's at the end (or each trial's)

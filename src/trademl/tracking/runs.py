@@ -39,6 +39,7 @@ __all__ = [
     "RunRecorder",
     "end_open_runs",
     "ended_runs",
+    "interrupt_seen",
     "run_status_for",
     "signals_ignored",
     "signals_raise",
@@ -58,7 +59,7 @@ def run_status_for(exc: BaseException | None) -> str:
         return "FINISHED"
     if isinstance(exc, Interrupted | KeyboardInterrupt):
         if isinstance(exc, Interrupted):
-            _interrupt_seen()
+            interrupt_seen()
         return "KILLED"
     if isinstance(exc, SystemExit) and exc.code in (0, None):
         return "FINISHED"
@@ -303,9 +304,16 @@ def _raise_interrupted(signum: int, frame: Any) -> None:
     if not any(w.is_alive() for w in _WATCHERS):
         _INTERRUPT_SEEN.clear()
         watcher = threading.Thread(target=_redeliver, args=(signum,), daemon=True)
+        watcher.signum = signum
         _WATCHERS[:] = [watcher]
         watcher.start()
     raise Interrupted(signum)
+
+
+def _lost_signal() -> int | None:
+    """The signal whose Interrupted has not been seen unwinding yet (``None``: none)."""
+    alive = [w for w in _WATCHERS if w.is_alive()]
+    return alive[0].signum if alive and not _INTERRUPT_SEEN.is_set() else None
 
 
 def _redeliver(signum: int, tries: int = 30) -> None:
@@ -320,7 +328,8 @@ def _redeliver(signum: int, tries: int = 30) -> None:
             signal.pthread_kill(main, signum)
 
 
-def _interrupt_seen() -> None:
+def interrupt_seen() -> None:
+    """An Interrupted is being handled: stop delivering the signal again."""
     with _REDELIVERY:
         _INTERRUPT_SEEN.set()
 
@@ -341,11 +350,20 @@ def signals_raise() -> Iterator[None]:
         yield
         return
     signal.signal(signal.SIGTERM, _raise_interrupted)
+    nested = previous is _raise_interrupted  # an outer block goes on handling SIGTERM
     try:
         yield
-    finally:
-        _interrupt_seen()  # stops a redelivery before the previous handler is back
+    except BaseException as exc:
+        if isinstance(exc, Interrupted) or not nested:
+            interrupt_seen()  # handled, or the default action is about to come back
         signal.signal(signal.SIGTERM, previous)
+        raise
+    lost = None if nested else _lost_signal()
+    if not nested:
+        interrupt_seen()  # stops a redelivery before the previous handler is back
+    signal.signal(signal.SIGTERM, previous)
+    if lost is not None:  # dropped inside the block and not delivered again yet
+        raise Interrupted(lost)
 
 
 @contextlib.contextmanager

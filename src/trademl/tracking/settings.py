@@ -55,6 +55,10 @@ class _LimitedClient:
         self._client, self._settings, self._retries = client, settings, retries
 
     def __getattr__(self, name: str):
+        # only the client's own methods: pickle (a sweep callback sent to joblib workers)
+        # looks up dunders on an instance whose _client is not set yet, which recursed
+        if name.startswith("__") or name in ("_client", "_settings", "_retries"):
+            raise AttributeError(name)
         attr = getattr(self._client, name)
         if not callable(attr):
             return attr
@@ -251,10 +255,11 @@ class MlflowSettings:
 
 
 @contextlib.contextmanager
-def _first_open(db: Path | None):
-    """Hold an exclusive lock beside a sqlite store while it is opened: MLflow creates and
-    migrates its tables on first use, and two processes doing it at once fail ("duplicate
-    column name"). Only the first opening waits; afterwards the lock is free at once."""
+def first_open(db: Path | None):
+    """Hold an exclusive lock (``<db>.init.lock``, left beside it) while a sqlite database is
+    opened: MLflow and Optuna create and migrate their tables on first use, and two processes
+    doing it at once fail ("duplicate column name", "table studies already exists"). Every
+    opening takes it; it is held only while the tables are checked. ``None``: no lock."""
     if db is None:
         yield
         return
@@ -293,7 +298,7 @@ def setup_tracking(settings: MlflowSettings | Mapping | None) -> tuple[MlflowSet
         db.parent.mkdir(parents=True, exist_ok=True)
     cfg.check_reachable()
     try:
-        with _first_open(db):  # workers starting together on a new sqlite store
+        with first_open(db):  # workers starting together on a new sqlite store
             client = cfg.client()
             exp = client.get_experiment_by_name(cfg.experiment_name)
             client.search_registered_models(max_results=1)  # the registry's tables too

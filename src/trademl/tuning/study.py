@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from trademl.errors import ConfigError, Interrupted, TrackingError
+from trademl.tracking.runs import interrupt_seen
 from trademl.tuning.settings import TuneSettings, masked_url
 from trademl.tuning.space import parse_space, to_override
 
@@ -71,8 +72,10 @@ def tune(overrides: Sequence[str], *, echo=print) -> TuneResult:
     study = _study(storage, settings, study_name, direction, metric, cfg)
     from trademl.tuning.coordination import StudyCoordinator
 
+    _check_same_search(study, space, cfg)
     url = storage_url(settings.storage)
-    coordinator = StudyCoordinator(url, study_name, engine_kwargs=_engine_kwargs(url))
+    key = f"{study_name}#{study._study_id}"  # a study deleted and created again starts afresh
+    coordinator = StudyCoordinator(url, key, engine_kwargs=_engine_kwargs(url))
     try:
         parent_run_id, parent_experiment = coordinator.parent_run(
             lambda: _create_parent(tracking, experiment_id, study_name, settings, space, metric)
@@ -141,8 +144,13 @@ def _storage(settings: TuneSettings):
     url = storage_url(settings.storage)
     if url.startswith("sqlite:///") and url != "sqlite:///:memory:":
         Path(url.removeprefix("sqlite:///")).expanduser().parent.mkdir(parents=True, exist_ok=True)
-    try:
-        with warnings.catch_warnings():  # heartbeat_interval is "experimental" since Optuna 2.9
+    from trademl.tracking.settings import first_open, sqlite_path
+
+    def open_storage():
+        # workers starting together on a new database race to create Optuna's tables: one at a
+        # time on a sqlite file; again after a short wait elsewhere
+        with first_open(sqlite_path(url)), warnings.catch_warnings():
+            # heartbeat_interval is "experimental" since Optuna 2.9
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             return optuna.storages.RDBStorage(
                 url,
@@ -150,6 +158,17 @@ def _storage(settings: TuneSettings):
                 heartbeat_interval=settings.heartbeat_interval,
                 grace_period=4 * settings.heartbeat_interval,
             )
+
+    try:
+        for attempt in range(4):
+            try:
+                return open_storage()
+            except ImportError:
+                raise
+            except Exception:
+                if attempt == 3:
+                    raise
+                time.sleep(0.5 * (attempt + 1))
     except ImportError as exc:
         raise ConfigError(
             f"tune.storage={masked_url(url)}: its database driver is missing ({exc}); for "
@@ -200,6 +219,48 @@ def _study(storage, settings: TuneSettings, name: str, direction: str, metric: s
     return study
 
 
+def _config_digest(cfg) -> str:
+    """What the trials of a study must share: the training config but for the search itself
+    (``tune``), where runs are logged (``mlflow``) and display settings."""
+    import hashlib
+    import json
+
+    from omegaconf import OmegaConf
+
+    values = OmegaConf.to_container(cfg, resolve=True)
+    for key in ("tune", "mlflow", "progress", "hydra", "register", "promote"):
+        values.pop(key, None)
+    text = json.dumps(values, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _check_same_search(study, space: dict, cfg) -> None:
+    """A worker joins a study only with its config and a compatible search space: trials on
+    other data, labels or features would be compared as if they were alike."""
+    from optuna.distributions import check_distribution_compatibility
+
+    digest = _config_digest(cfg)
+    known = study.user_attrs.get("config_digest")
+    if known is None:
+        study.set_user_attr("config_digest", digest)
+    elif known != digest:
+        raise ConfigError(
+            f"study {study.study_name} was started with another training config (data, "
+            "features, labels, split, model or evaluation differ): its trials would not be "
+            "comparable; give this search its own tune.study_name"
+        )
+    for trial in study.get_trials(deepcopy=False):
+        for key, dist in trial.distributions.items():
+            if key in space:
+                try:
+                    check_distribution_compatibility(dist, space[key])
+                except ValueError as exc:
+                    raise ConfigError(
+                        f"tune.params.{key}: study {study.study_name} searched it as {dist}; "
+                        f"{exc} (give this search its own tune.study_name)"
+                    ) from None
+
+
 def _create_parent(tracking, experiment_id, study_name, settings, space, metric):
     """The study's MLflow parent run (created once, by the first worker)."""
     client = tracking.client()
@@ -236,7 +297,9 @@ class _Worker:
                 self.echo(f"tune: tune.timeout={self.settings.timeout} s reached")
                 break
             _fail_stale_trials(self.study)  # trials of workers that died
-            slot = self.coordinator.claim(self.settings.n_trials)
+            slot = self.coordinator.claim(
+                self.settings.n_trials, stale_after=4 * self.settings.heartbeat_interval
+            )
             if slot is None:
                 break
             ran += 1
@@ -250,7 +313,20 @@ class _Worker:
         return ran
 
     def _trial(self, slot: int) -> bool:
-        """One trial; False if it failed."""
+        """One trial; False if it failed. Whatever happens after Optuna created it, the
+        trial ends (FAIL if nothing else): a RUNNING trial would hold the summary back."""
+        with warnings.catch_warnings():  # our own heartbeat thread records it (_Heartbeat)
+            warnings.filterwarnings("ignore", message="Heartbeat of storage")
+            trial = self.study.ask(self.space)
+        try:
+            return self._run_trial(trial, slot)
+        except BaseException as exc:
+            if isinstance(exc, Interrupted):
+                interrupt_seen()  # this is its unwinding: no redelivery while cleaning up
+            _fail_quietly(self.study, trial)
+            raise
+
+    def _run_trial(self, trial, slot: int) -> bool:
         import optuna
         from optuna.trial import TrialState
 
@@ -258,9 +334,11 @@ class _Worker:
         from trademl.sweep import SweepJob
         from trademl.train import train
 
-        with warnings.catch_warnings():  # our own heartbeat thread records it (_Heartbeat)
-            warnings.filterwarnings("ignore", message="Heartbeat of storage")
-            trial = self.study.ask(self.space)
+        self.study._storage.record_heartbeat(trial._trial_id)  # stale-able from now on
+        if not self.coordinator.bind(slot, trial.number):
+            self.study.tell(trial, state=TrialState.FAIL)
+            self.echo(f"trial {trial.number}: slot {slot} was taken over while this worker waited")
+            return False
         trial.set_user_attr("slot", slot)
         trial.set_user_attr("worker", self.coordinator.worker)
         sampled = [to_override(k, v) for k, v in {**self.fixed, **trial.params}.items()]
@@ -301,9 +379,6 @@ class _Worker:
             self._mark_pruned(run_ids, str(exc))
             self.echo(f"trial {trial.number} (slot {slot + 1}/{self.settings.n_trials}): {exc}")
             return True
-        except (Interrupted, KeyboardInterrupt):
-            self.study.tell(trial, state=TrialState.FAIL)
-            raise
         except Exception as exc:
             self.study.tell(trial, state=TrialState.FAIL)
             self.echo(f"trial {trial.number} failed: {type(exc).__name__}: {exc}")
@@ -348,6 +423,17 @@ def _fail_stale_trials(study) -> None:
         optuna.storages.fail_stale_trials(study)
 
 
+def _fail_quietly(study, trial) -> None:
+    """End ``trial`` as FAIL unless it has ended already (best effort, on the way out)."""
+    from optuna.trial import TrialState
+
+    try:
+        if study._storage.get_trial(trial._trial_id).state == TrialState.RUNNING:
+            study.tell(trial, state=TrialState.FAIL)
+    except Exception as exc:
+        log.warning("could not mark trial %s failed: %s", trial.number, exc)
+
+
 class _Heartbeat:
     """Records the trial's heartbeat while it trains (Optuna does this only inside
     ``study.optimize``): if this worker dies, another one fails the trial after the grace
@@ -379,12 +465,21 @@ def _maybe_summarise(study, coordinator, settings, tracking, parent, experiment_
     """The summary, if the study is complete and this worker is the one to write it."""
 
     _fail_stale_trials(study)
-    if coordinator.claimed() < settings.n_trials:
+    if coordinator.bound() < settings.n_trials:  # a trial is still to be asked for
         return None
     if study.get_trials(deepcopy=False, states=_unfinished()):
         return None
-    if not coordinator.take_summary(settings.n_trials):
+    taken, before = coordinator.take_summary(settings.n_trials)
+    if not taken:
         return None
+    try:
+        return _summarise(study, tracking, parent, experiment_id, metric, mode)
+    except BaseException:
+        coordinator.release_summary(before)  # the next worker, or a re-run, writes it
+        raise
+
+
+def _summarise(study, tracking, parent, experiment_id, metric, mode) -> str:
     from trademl.sweep import summarise_sweep
 
     client = tracking.client()
@@ -412,19 +507,26 @@ def _maybe_summarise(study, coordinator, settings, tracking, parent, experiment_
 
 def _log_history(client, parent: str, trials, metric: str, maximize: bool) -> None:
     """The trials as a table and a plot on the parent run (``tune/``)."""
+    import csv
     import tempfile
 
     from trademl.plots import plot_search_history
 
-    rows = ["trial,state,value,run_id," + ",".join(sorted({k for t in trials for k in t.params}))]
     keys = sorted({k for t in trials for k in t.params})
-    for t in trials:
-        cells = [t.number, t.state.name, "" if t.value is None else t.value]
-        cells += [t.user_attrs.get("mlflow_run_id", ""), *(t.params.get(k, "") for k in keys)]
-        rows.append(",".join(str(c) for c in cells))
     with tempfile.TemporaryDirectory() as tmp:
-        table = Path(tmp) / "trials.csv"
-        table.write_text("\n".join(rows) + "\n")
+        with open(Path(tmp) / "trials.csv", "w", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["trial", "state", "value", "run_id", *keys])
+            for t in trials:
+                writer.writerow(
+                    [
+                        t.number,
+                        t.state.name,
+                        "" if t.value is None else t.value,
+                        t.user_attrs.get("mlflow_run_id", ""),
+                        *(t.params.get(k, "") for k in keys),
+                    ]
+                )
         plot_search_history(
             [t.number for t in trials],
             [t.value for t in trials],
