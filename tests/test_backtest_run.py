@@ -107,8 +107,8 @@ def test_cli_backtest_model_uri_and_rule_based(production_model, capsys, tmp_pat
     store = production_model["store"]
     quiet = [
         f"hydra.run.dir={tmp_path}/out",
-        "hydra/job_logging=disabled",
-        "hydra/hydra_logging=disabled",
+        "hydra/job_logging=none",
+        "hydra/hydra_logging=none",
     ]
     assert cli(["backtest", "model=models:/baseline_rf@champion", *_overrides(store), *quiet]) == 0
     out = capsys.readouterr().out

@@ -215,8 +215,8 @@ def test_kill_9_at_several_points_changes_nothing(store, candles_csv, tmp_path):
         f"feeds.0.path={candles_csv}",
         "live.window=null",
         *SCALPING,
-        "hydra/job_logging=disabled",
-        "hydra/hydra_logging=disabled",
+        "hydra/job_logging=none",
+        "hydra/hydra_logging=none",
         f"hydra.run.dir={tmp_path}/out",
     ]
     reference = tmp_path / "reference.db"

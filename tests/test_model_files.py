@@ -209,7 +209,7 @@ def test_backtest_and_live_refuse_a_pickle_model_in_one_line(
         ],
     ]
     for args in commands:
-        assert cli([*args, "hydra/job_logging=disabled", "hydra/hydra_logging=disabled"]) == 2
+        assert cli([*args, "hydra/job_logging=none", "hydra/hydra_logging=none"]) == 2
         err = capsys.readouterr().err
         lines = err.strip().splitlines()
         assert lines[-1].startswith("trademl: error:") and uri in lines[-1], err

@@ -88,8 +88,8 @@ def test_the_notebook_compares_runs_and_backtests_the_production_model(
         "model=random_forest,logistic_regression",
         *fast_overrides(store),
         f"hydra.sweep.dir={tmp_path}/sweep",
-        "hydra/job_logging=disabled",
-        "hydra/hydra_logging=disabled",
+        "hydra/job_logging=none",
+        "hydra/hydra_logging=none",
     ]
     assert cli(sweep) == 0
     GlobalHydra.instance().clear()

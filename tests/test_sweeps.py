@@ -37,7 +37,7 @@ def _trademl(args, cwd):
 
 
 def test_trademl_train_single_run(store, tmp_path, capsys):
-    no_log_files = ["hydra/job_logging=disabled", "hydra/hydra_logging=disabled"]
+    no_log_files = ["hydra/job_logging=none", "hydra/hydra_logging=none"]
     assert (
         cli(["train", *fast_overrides(store), f"hydra.run.dir={tmp_path}/out", *no_log_files]) == 0
     )

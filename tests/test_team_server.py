@@ -54,8 +54,8 @@ def _exercise(uri: str, preset: str, tmp_path: Path, capsys) -> str:
     client = [f"mlflow={preset}", f"mlflow.tracking_uri={uri}"]
     quiet = [
         f"hydra.run.dir={tmp_path}/out",
-        "hydra/job_logging=disabled",
-        "hydra/hydra_logging=disabled",
+        "hydra/job_logging=none",
+        "hydra/hydra_logging=none",
     ]
     assert cli(["train", *client, *TRAIN, "progress=false", "promote=Production", *quiet]) == 0
     capsys.readouterr()

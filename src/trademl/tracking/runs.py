@@ -295,43 +295,47 @@ def _end_at_exit() -> None:  # pragma: no cover - exercised by the subprocess te
 # Interrupted into "Exception ignored in ...", and the training would go on to its end. So
 # the handler also starts a watcher that delivers the signal again every second until the
 # Interrupted is seen unwinding (run_status_for, or the end of signals_raise).
-_INTERRUPT_SEEN = threading.Event()
-_REDELIVERY = threading.Lock()
-_WATCHERS: list[threading.Thread] = []
+_PENDING: list[int] = []  # the signal whose Interrupted has not been seen unwinding
+_WATCHERS: list[threading.Thread] = []  # the running watcher, if any
+_REDELIVERY = threading.RLock()  # re-entrant: the handler may run while the main thread holds it
 
 
 def _raise_interrupted(signum: int, frame: Any) -> None:
-    if not any(w.is_alive() for w in _WATCHERS):
-        _INTERRUPT_SEEN.clear()
-        watcher = threading.Thread(target=_redeliver, args=(signum,), daemon=True)
-        watcher.signum = signum
-        _WATCHERS[:] = [watcher]
-        watcher.start()
+    with _REDELIVERY:
+        _PENDING[:] = [signum]
+        if not _WATCHERS:
+            watcher = threading.Thread(target=_redeliver, daemon=True)
+            _WATCHERS[:] = [watcher]
+            watcher.start()
     raise Interrupted(signum)
 
 
-def _lost_signal() -> int | None:
-    """The signal whose Interrupted has not been seen unwinding yet (``None``: none)."""
-    alive = [w for w in _WATCHERS if w.is_alive()]
-    return alive[0].signum if alive and not _INTERRUPT_SEEN.is_set() else None
-
-
-def _redeliver(signum: int, tries: int = 30) -> None:
+def _redeliver(tries: int = 30) -> None:
     main = threading.main_thread().ident
-    for _ in range(tries):
-        if _INTERRUPT_SEEN.wait(1.0):
-            return
-        with _REDELIVERY:  # never after signals_raise has put the previous handler back
-            if _INTERRUPT_SEEN.is_set():
-                return
-            log.warning("the interruption was lost (raised where Python ignores it); again")
-            signal.pthread_kill(main, signum)
+    try:
+        for _ in range(tries):
+            time.sleep(1.0)
+            with _REDELIVERY:  # never after signals_raise has put the previous handler back
+                if not _PENDING:
+                    _WATCHERS.clear()  # under the lock: a new signal starts a new watcher
+                    return
+                log.warning("the interruption was lost (raised where Python ignores it); again")
+                signal.pthread_kill(main, _PENDING[0])
+    finally:
+        with _REDELIVERY:
+            _WATCHERS.clear()
 
 
 def interrupt_seen() -> None:
     """An Interrupted is being handled: stop delivering the signal again."""
     with _REDELIVERY:
-        _INTERRUPT_SEEN.set()
+        _PENDING.clear()
+
+
+def _lost_signal() -> int | None:
+    """The signal whose Interrupted has not been seen unwinding yet (``None``: none)."""
+    with _REDELIVERY:
+        return _PENDING[0] if _PENDING else None
 
 
 @contextlib.contextmanager
