@@ -235,7 +235,7 @@ def test_coordination_slots_parent_and_summary_hold_under_failures(tmp_path):
     summarised while a claimed slot has no trial yet."""
     from trademl.tuning.coordination import StudyCoordinator
     from trademl.tuning.settings import TuneSettings
-    from trademl.tuning.study import _maybe_summarise
+    from trademl.tuning.summary import maybe_summarise
 
     url = f"sqlite:///{tmp_path}/optuna.db"
     a, b = StudyCoordinator(url, "s#1"), StudyCoordinator(url, "s#1")
@@ -245,7 +245,7 @@ def test_coordination_slots_parent_and_summary_hold_under_failures(tmp_path):
     # B must not summarise the study while A's slot has no trial (A is still asking for it)
     study = optuna.create_study(storage=url, study_name="s")
     settings = TuneSettings(storage=url, n_trials=1)
-    assert _maybe_summarise(study, b, settings, None, "p", "0", "m", "best") is None
+    assert maybe_summarise(study, b, settings, None, "p", "0", "m", "best") is None
     # A dies before asking: after the grace period B takes the slot over; A cannot bind it
     assert b.claim(1, stale_after=0) == 0
     assert a.bind(0, 7) is False and b.bind(0, 7) is True and a.bound() == 1

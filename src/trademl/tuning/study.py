@@ -18,13 +18,23 @@ import time
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from trademl.errors import ConfigError, Interrupted, TrackingError
 from trademl.tracking.runs import interrupt_seen
 from trademl.tuning.settings import TuneSettings, masked_url
 from trademl.tuning.space import parse_space, to_override
+from trademl.tuning.storage import (
+    check_same_search,
+    create_parent,
+    engine_kwargs,
+    fail_stale_trials,
+    open_storage,
+    open_study,
+    storage_url,
+    unfinished,
+)
+from trademl.tuning.summary import maybe_summarise
 
 __all__ = ["TuneResult", "tune"]
 
@@ -68,17 +78,17 @@ def tune(overrides: Sequence[str], *, echo=print) -> TuneResult:
     tracking, experiment_id = setup_tracking(checked["mlflow"])  # the store answers first
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    storage = _storage(settings)
-    study = _study(storage, settings, study_name, direction, metric, cfg)
+    storage = open_storage(settings)
+    study = open_study(storage, settings, study_name, direction, metric, cfg)
     from trademl.tuning.coordination import StudyCoordinator
 
-    _check_same_search(study, space, cfg)
+    check_same_search(study, space, cfg)
     url = storage_url(settings.storage)
     key = f"{study_name}#{study._study_id}"  # a study deleted and created again starts afresh
-    coordinator = StudyCoordinator(url, key, engine_kwargs=_engine_kwargs(url))
+    coordinator = StudyCoordinator(url, key, engine_kwargs=engine_kwargs(url))
     try:
         parent_run_id, parent_experiment = coordinator.parent_run(
-            lambda: _create_parent(tracking, experiment_id, study_name, settings, space, metric)
+            lambda: create_parent(tracking, experiment_id, study_name, settings, space, metric)
         )
         if parent_experiment != experiment_id:
             raise ConfigError(
@@ -93,14 +103,14 @@ def tune(overrides: Sequence[str], *, echo=print) -> TuneResult:
         worker.metric, worker.mode = metric, mode
         worker.parent, worker.client = parent_run_id, tracking.client()
         ran = worker.run()
-        summary = _maybe_summarise(
+        summary = maybe_summarise(
             study, coordinator, settings, tracking, parent_run_id, experiment_id, metric, mode
         )
     finally:
         coordinator.dispose()
     trials = len(study.get_trials(deepcopy=False))
     if summary is None:
-        running = len(study.get_trials(deepcopy=False, states=_unfinished()))
+        running = len(study.get_trials(deepcopy=False, states=unfinished()))
         echo(
             f"tune: this worker ran {ran} trials; the study has {trials} of {settings.n_trials}"
             + (
@@ -122,163 +132,6 @@ def _default_study_name(overrides: Sequence[str], cfg, checked) -> str:
     return f"{search}-{data}" if search else f"{checked['model'].name}-search-{data}"
 
 
-def storage_url(url: str) -> str:
-    """``url`` as SQLAlchemy can open it here: a ``postgresql://`` without a driver names
-    psycopg2 (``trademl[team]``) when SQLAlchemy's default (psycopg 3 since 2.1) is missing."""
-    if url.startswith("postgresql://"):
-        from trademl.tracking.server_store import postgres_driver
-
-        return postgres_driver(url)[0]
-    return url
-
-
-def _engine_kwargs(url: str) -> dict[str, Any]:
-    if url.startswith("sqlite"):
-        return {"connect_args": {"timeout": 60}}
-    return {"pool_pre_ping": True, "connect_args": {"connect_timeout": 10}}
-
-
-def _storage(settings: TuneSettings):
-    import optuna
-
-    url = storage_url(settings.storage)
-    if url.startswith("sqlite:///") and url != "sqlite:///:memory:":
-        Path(url.removeprefix("sqlite:///")).expanduser().parent.mkdir(parents=True, exist_ok=True)
-    from trademl.tracking.settings import first_open, sqlite_path
-
-    def open_storage():
-        # workers starting together on a new database race to create Optuna's tables: one at a
-        # time on a sqlite file; again after a short wait elsewhere
-        with first_open(sqlite_path(url)), warnings.catch_warnings():
-            # heartbeat_interval is "experimental" since Optuna 2.9
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return optuna.storages.RDBStorage(
-                url,
-                engine_kwargs=_engine_kwargs(url),
-                heartbeat_interval=settings.heartbeat_interval,
-                grace_period=4 * settings.heartbeat_interval,
-            )
-
-    try:
-        for attempt in range(4):
-            try:
-                return open_storage()
-            except ImportError:
-                raise
-            except Exception:
-                if attempt == 3:
-                    raise
-                time.sleep(0.5 * (attempt + 1))
-    except ImportError as exc:
-        raise ConfigError(
-            f"tune.storage={masked_url(url)}: its database driver is missing ({exc}); for "
-            "PostgreSQL: pip install 'trademl[team]'"
-        ) from None
-    except Exception as exc:
-        raise TrackingError(
-            f"tune.storage={masked_url(url)} is not usable: {' '.join(str(exc).split())[:300]}"
-        ) from None
-
-
-def _study(storage, settings: TuneSettings, name: str, direction: str, metric: str, cfg):
-    import optuna
-
-    seed = int(cfg.seed)
-    sampler = (
-        optuna.samplers.TPESampler(seed=None, n_startup_trials=settings.n_startup_trials)
-        if settings.sampler == "tpe"
-        else optuna.samplers.RandomSampler(seed=None)
-    )
-    pruner = (
-        optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1)
-        if settings.pruner == "median"
-        else optuna.pruners.NopPruner()
-    )
-    del seed  # workers share the study: one seed would make them sample the same points
-    study = optuna.create_study(
-        study_name=name,
-        storage=storage,
-        sampler=sampler,
-        pruner=pruner,
-        direction=direction,
-        load_if_exists=True,
-    )
-    if study.direction.name.lower() != direction:
-        raise ConfigError(
-            f"study {name} maximises/minimises {study.direction.name.lower()}, this worker "
-            f"was given optimized_direction={direction}; use another tune.study_name"
-        )
-    known = study.user_attrs.get("optimized_metric")
-    if known is None:
-        study.set_user_attr("optimized_metric", metric)
-    elif known != metric:
-        raise ConfigError(
-            f"study {name} selects on {known}, this worker on optimized_metric={metric}; use "
-            "the same metric or another tune.study_name"
-        )
-    return study
-
-
-def _config_digest(cfg) -> str:
-    """What the trials of a study must share: the training config but for the search itself
-    (``tune``), where runs are logged (``mlflow``) and display settings."""
-    import hashlib
-    import json
-
-    from omegaconf import OmegaConf
-
-    values = OmegaConf.to_container(cfg, resolve=True)
-    for key in ("tune", "mlflow", "progress", "hydra", "register", "promote"):
-        values.pop(key, None)
-    text = json.dumps(values, sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
-def _check_same_search(study, space: dict, cfg) -> None:
-    """A worker joins a study only with its config and a compatible search space: trials on
-    other data, labels or features would be compared as if they were alike."""
-    from optuna.distributions import check_distribution_compatibility
-
-    digest = _config_digest(cfg)
-    known = study.user_attrs.get("config_digest")
-    if known is None:
-        study.set_user_attr("config_digest", digest)
-    elif known != digest:
-        raise ConfigError(
-            f"study {study.study_name} was started with another training config (data, "
-            "features, labels, split, model or evaluation differ): its trials would not be "
-            "comparable; give this search its own tune.study_name"
-        )
-    for trial in study.get_trials(deepcopy=False):
-        for key, dist in trial.distributions.items():
-            if key in space:
-                try:
-                    check_distribution_compatibility(dist, space[key])
-                except ValueError as exc:
-                    raise ConfigError(
-                        f"tune.params.{key}: study {study.study_name} searched it as {dist}; "
-                        f"{exc} (give this search its own tune.study_name)"
-                    ) from None
-
-
-def _create_parent(tracking, experiment_id, study_name, settings, space, metric):
-    """The study's MLflow parent run (created once, by the first worker)."""
-    client = tracking.client()
-    run = client.create_run(
-        experiment_id,
-        run_name=f"tune {study_name}",
-        tags={
-            "sweep": "parent",
-            "optuna_study": study_name,
-            "optuna_storage": masked_url(settings.storage),
-            "swept": " ".join(sorted(space)),
-            "optimized_metric": metric,
-            "tune_n_trials": str(settings.n_trials),
-        },
-    )
-    return run.info.run_id, run.info.experiment_id
-
-
 class _Worker:
     metric: str
     mode: str  # register: best | all | none
@@ -296,7 +149,7 @@ class _Worker:
             if self.settings.timeout and time.time() - started > self.settings.timeout:
                 self.echo(f"tune: tune.timeout={self.settings.timeout} s reached")
                 break
-            _fail_stale_trials(self.study)  # trials of workers that died
+            fail_stale_trials(self.study)  # trials of workers that died
             slot = self.coordinator.claim(
                 self.settings.n_trials, stale_after=4 * self.settings.heartbeat_interval
             )
@@ -407,22 +260,6 @@ class _Worker:
         client.set_terminated(run_ids[0], "KILLED")
 
 
-def _unfinished():
-    from optuna.trial import TrialState
-
-    return (TrialState.RUNNING, TrialState.WAITING)
-
-
-def _fail_stale_trials(study) -> None:
-    """Optuna's own clean-up of trials whose heartbeat stopped (experimental since 2.9, meant
-    for ``study.optimize``: its warnings say so, and this is the intended use)."""
-    import optuna
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        optuna.storages.fail_stale_trials(study)
-
-
 def _fail_quietly(study, trial) -> None:
     """End ``trial`` as FAIL unless it has ended already (best effort, on the way out)."""
     from optuna.trial import TrialState
@@ -459,80 +296,3 @@ class _Heartbeat:
     def __exit__(self, *exc) -> None:
         self._stop.set()
         self._thread.join(timeout=5)
-
-
-def _maybe_summarise(study, coordinator, settings, tracking, parent, experiment_id, metric, mode):
-    """The summary, if the study is complete and this worker is the one to write it."""
-
-    _fail_stale_trials(study)
-    if coordinator.bound() < settings.n_trials:  # a trial is still to be asked for
-        return None
-    if study.get_trials(deepcopy=False, states=_unfinished()):
-        return None
-    taken, before = coordinator.take_summary(settings.n_trials)
-    if not taken:
-        return None
-    try:
-        return _summarise(study, tracking, parent, experiment_id, metric, mode)
-    except BaseException:
-        coordinator.release_summary(before)  # the next worker, or a re-run, writes it
-        raise
-
-
-def _summarise(study, tracking, parent, experiment_id, metric, mode) -> str:
-    from trademl.sweep import summarise_sweep
-
-    client = tracking.client()
-    trials = study.get_trials(deepcopy=False)
-    summary = summarise_sweep(
-        client,
-        parent,
-        experiment_id,
-        metric=metric,
-        direction=study.direction.name.lower(),
-        register=mode,
-        registered_name=tracking.registered_model_name,
-        trials=len(trials),
-    )
-    states = {s.name: sum(t.state == s for t in trials) for s in {t.state for t in trials}}
-    tags = {f"optuna_{k.lower()}_trials": str(v) for k, v in states.items()}
-    if any(t.state.name == "COMPLETE" for t in trials):
-        tags["optuna_best_trial"] = str(study.best_trial.number)
-    for key, value in tags.items():
-        client.set_tag(parent, key, value)
-    _log_history(client, parent, trials, metric, study.direction.name.lower() == "maximize")
-    client.set_terminated(parent, "FINISHED" if summary.best_run_id else "FAILED")
-    return summary.text.replace("sweep:", f"tune: study {study.study_name}:", 1)
-
-
-def _log_history(client, parent: str, trials, metric: str, maximize: bool) -> None:
-    """The trials as a table and a plot on the parent run (``tune/``)."""
-    import csv
-    import tempfile
-
-    from trademl.plots import plot_search_history
-
-    keys = sorted({k for t in trials for k in t.params})
-    with tempfile.TemporaryDirectory() as tmp:
-        with open(Path(tmp) / "trials.csv", "w", newline="") as handle:
-            writer = csv.writer(handle)
-            writer.writerow(["trial", "state", "value", "run_id", *keys])
-            for t in trials:
-                writer.writerow(
-                    [
-                        t.number,
-                        t.state.name,
-                        "" if t.value is None else t.value,
-                        t.user_attrs.get("mlflow_run_id", ""),
-                        *(t.params.get(k, "") for k in keys),
-                    ]
-                )
-        plot_search_history(
-            [t.number for t in trials],
-            [t.value for t in trials],
-            [t.state.name for t in trials],
-            Path(tmp) / "search_history.png",
-            metric=metric,
-            maximize=maximize,
-        )
-        client.log_artifacts(parent, tmp, "tune")
