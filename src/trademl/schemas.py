@@ -470,6 +470,9 @@ def _feeds(node: ListConfig) -> list[FeedSettings]:
     for i, feed in enumerate(values):
         if not isinstance(feed, Mapping):
             raise ConfigError(f"feeds.{i} must be a mapping {{symbol, type, path, ...}}")
+        if feed.get("type") == "ccxt":  # its own keys; markets are checked when it is built
+            feeds.append(_ccxt_feed(i, feed))
+            continue
         check_mapping(f"feeds.{i}", feed, FeedSettings)
         settings = FeedSettings(**feed)
         if settings.type not in FEED_TYPES and "." not in settings.type:
@@ -488,6 +491,23 @@ def _feeds(node: ListConfig) -> list[FeedSettings]:
     if len(set(symbols)) != len(symbols):
         raise ConfigError(f"feeds: symbols must be unique, got {symbols}")
     return feeds
+
+
+def _ccxt_feed(i: int, feed: Mapping[str, Any]) -> FeedSettings:
+    """``feeds.N.type: ccxt``: the keys of :class:`~trademl.live.ccxt_feed.CcxtFeed`, a known
+    exchange id and a parseable timeframe (no network: the markets are checked on building)."""
+    from trademl.live.ccxt_feed import CcxtFeed, check_settings
+
+    keys = {k: v for k, v in feed.items() if k != "type" and (k != "path" or v is not None)}
+    check_mapping(f"feeds.{i}", keys, CcxtFeed)
+    names = ("poll_interval", "warmup", "backoff", "max_backoff")
+    check_settings(
+        keys["symbol"],
+        keys["exchange"],
+        keys.get("timeframe", "1h"),
+        **{k: keys[k] for k in names if k in keys},
+    )
+    return FeedSettings(symbol=keys["symbol"], type="ccxt")
 
 
 def _cross_checks(cfg: DictConfig, entry: str, built: dict[str, Any]) -> None:

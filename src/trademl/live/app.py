@@ -21,6 +21,7 @@ from trademl._config import check_choice
 from trademl._hydra import CONFIG_DIR, instantiate_node
 from trademl.backtest import S_BAR, S_CASH, S_EQUITY, S_POS
 from trademl.errors import ConfigError, exit_on_user_error
+from trademl.live.ccxt_feed import CcxtFeed
 from trademl.live.feeds import Feed, FollowFeed, ReplayFeed
 from trademl.live.journal import Journal
 from trademl.live.runtime import Execution, LiveRuntime, LiveSummary, SymbolTrader
@@ -39,7 +40,7 @@ __all__ = ["SessionTracker", "build_runtime", "build_strategy", "main", "run_liv
 log = logging.getLogger("trademl.live")
 
 STRATEGY_TYPES = {"ml_strategy": MLStrategy, "scalping_ema_rsi": ScalpingEMARSI}
-FEED_TYPES: dict[str, type[Feed]] = {"replay": ReplayFeed, "follow": FollowFeed}
+FEED_TYPES: dict[str, type[Feed]] = {"replay": ReplayFeed, "follow": FollowFeed, "ccxt": CcxtFeed}
 
 
 def build_strategy(node: Any, tracking_uri: str | None = None) -> Any:
@@ -72,7 +73,7 @@ def _feed(spec: dict[str, Any]) -> Feed:
             cls = getattr(importlib.import_module(module), name)
         except (ImportError, AttributeError, ValueError) as exc:
             raise ConfigError(
-                f"feed {symbol}: type {kind!r} is neither replay, follow nor an "
+                f"feed {symbol}: type {kind!r} is neither replay, follow, ccxt nor an "
                 "importable Feed class"
             ) from exc
     path = spec.pop("path", None)
