@@ -243,6 +243,7 @@ def live_cfg(tmp_path, *feed: str):
         (["exchange: binance", "timeframe: 7m"], "timeframe='7m' is not offered by binance"),
         (["exchange: binance", "pol_interval: 1"], "pol_interval.*did you mean 'poll_interval'"),
         (["exchange: binance", "backoff: 0"], "backoff=0 must be > 0"),
+        (["exchange: binance", "since: yesterday"], "since='yesterday' is not a time"),
     ],
 )
 def test_config_errors_are_one_line_before_anything_runs(tmp_path, feed, message):
@@ -290,3 +291,75 @@ def test_fake_exchange_serves_binance_semantics(fake, series):
     assert rows[-1][0] == int(series.index[10].value // 1e6)
     assert rows[-1][4] != series["close"].iloc[10]  # partial values while forming
     assert np.isclose(rows[-2][4], series["close"].iloc[9])
+
+
+def test_a_live_session_on_the_fake_exchange_trades_as_the_backtest(tmp_path):
+    """`trademl live` with feeds.0.type=ccxt through 3 dropped connections and a 503: the
+    same trades as `trademl backtest` on the served candles (the backtest also closes the
+    last position at the end of its data, which a live session leaves open)."""
+    from trademl.backtest_run import run_backtest
+
+    candles = generate_ohlcv(600, seed=42, momentum=0.3, start="2025-01-01")
+    csv = tmp_path / "served.csv"
+    candles.to_csv(csv, index_label="timestamp")
+    store = [f"mlflow.tracking_uri=sqlite:///{tmp_path}/mlflow.db", "log_to_mlflow=false"]
+    scalping = ["strategy.type=scalping_ema_rsi", "strategy.params=null"]
+    with FakeBinance(candles, clock=candles.index[400] + STEP) as fake:
+        cfg = compose_config(
+            [
+                *store,
+                *scalping,
+                f"live.journal={tmp_path / 'j.db'}",
+                "live.window=null",
+                "live.durable=false",
+                "feeds=[{symbol: BTC/USDT, type: ccxt, exchange: binance, timeframe: 1h, "
+                f"since: '{candles.index[0]}', poll_interval: 0.01, backoff: 0.01}}]",
+            ],
+            "live",
+        )
+        options = fake.ccxt_options(rateLimit=5)  # ms between requests (Binance's is 50)
+        OmegaConf.update(cfg, "feeds.0.ccxt_options", options, force_add=True)
+        runtime, _ = build_runtime(cfg)
+        trader = runtime.traders[0]
+
+        async def session():
+            async def exchange_moves():  # candles close one by one; faults on the way
+                while trader.last_ts != candles.index[-1]:
+                    await asyncio.sleep(0.002)
+                    if trader.last_ts is not None and trader.last_ts >= fake.closed().index[-1]:
+                        if len(fake.closed()) in (450, 500, 550):
+                            fake.drop(1 if len(fake.closed()) != 500 else 2)
+                            fake.error(1, 503)
+                        fake.advance(1)
+                runtime.request_stop()
+
+            mover = asyncio.create_task(exchange_moves())
+            summary = await asyncio.wait_for(runtime.run(), 120)
+            await mover
+            return summary
+
+        try:
+            summary = asyncio.run(session())
+        finally:
+            runtime.journal.close()
+        assert fake.faults["dropped"] == 4 and fake.faults["errors"] == 3
+    assert summary.candles == 600 and trader.last_ts == candles.index[-1]
+    bt = run_backtest(
+        compose_config(
+            [
+                *store,
+                "data=csv",
+                f"data.path={csv}",
+                "backtest.start=null",
+                "strategy=scalping_ema_rsi",
+            ],
+            "backtest",
+        )
+    ).result.trades
+    bt = bt[bt["exit_time"] < candles.index[-1]].reset_index(drop=True)
+    live = summary.trades.reset_index(drop=True)
+    assert len(live) == len(bt) > 5
+    cols = ["side", "entry_time", "exit_time", "exit_reason"]
+    pd.testing.assert_frame_equal(live[cols], bt[cols], check_dtype=False)
+    for col in ("size", "entry_price", "exit_price", "pnl", "fees"):
+        np.testing.assert_allclose(live[col], bt[col], rtol=1e-9)

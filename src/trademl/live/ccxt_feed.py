@@ -45,6 +45,11 @@ _PERMANENT = (
 )
 
 
+def _utc(value: str) -> pd.Timestamp:
+    ts = pd.Timestamp(value)
+    return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
+
+
 def _ms(ts: pd.Timestamp) -> int:
     return int(pd.Timestamp(ts).value // 1_000_000)
 
@@ -97,14 +102,16 @@ class CcxtFeed(Feed):
         gap_wait: int = 3,
         max_retries: int = 5,
     ) -> None:
-        check_settings(symbol, exchange, timeframe, poll_interval, warmup, backoff, max_backoff)
+        check_settings(
+            symbol, exchange, timeframe, poll_interval, warmup, backoff, max_backoff, since
+        )
         import ccxt
 
         self.symbol, self.exchange_id, self.timeframe = symbol, exchange, timeframe
         self.poll_interval, self.warmup = float(poll_interval), int(warmup)
         self.backoff, self.max_backoff = float(backoff), float(max_backoff)
         self.gap_wait, self.max_retries = int(gap_wait), max(1, int(max_retries))
-        self.since = None if since is None else pd.Timestamp(since, tz="UTC")
+        self.since = None if since is None else _utc(since)
         self.step = ccxt.Exchange.parse_timeframe(timeframe) * 1000  # ms
         self.stats = {"polls": 0, "errors": 0, "duplicates": 0, "gaps": 0}
         self._ccxt = ccxt
@@ -316,9 +323,10 @@ def check_settings(
     warmup: int = 1000,
     backoff: float = 1.0,
     max_backoff: float = 60.0,
+    since: str | None = None,
 ) -> None:
     """The checks that need no network: a known exchange id, a parseable timeframe, a
-    symbol, positive intervals (a ``ConfigError`` naming the key)."""
+    symbol, positive intervals, a readable ``since`` (a ``ConfigError`` naming the key)."""
     import ccxt
 
     if not symbol or not str(symbol).strip():
@@ -344,3 +352,10 @@ def check_settings(
     ):
         if value is None or value <= 0:
             raise ConfigError(f"feed {symbol}: {key}={value!r} must be > 0")
+    if since is not None:
+        try:
+            pd.Timestamp(since)
+        except (ValueError, TypeError) as exc:
+            raise ConfigError(
+                f"feed {symbol}: since={since!r} is not a time, e.g. 2025-01-01T00:00:00Z"
+            ) from exc
