@@ -271,31 +271,10 @@ class _RunKeys:
 
 
 # -- the entrypoints ------------------------------------------------------------------------------
+_TRAINING = ("data", "cleaning", "features", "labels", "split", "model", "evaluation", "mlflow")
 _GROUPS = {
-    "train": (
-        "data",
-        "cleaning",
-        "features",
-        "labels",
-        "split",
-        "model",
-        "evaluation",
-        "mlflow",
-        "tune",
-    ),
-    "walkforward": (
-        "data",
-        "cleaning",
-        "features",
-        "labels",
-        "split",
-        "model",
-        "evaluation",
-        "mlflow",
-        "risk",
-        "backtest",
-        "signal",
-    ),
+    "train": (*_TRAINING, "tune"),
+    "walkforward": (*_TRAINING, "risk", "backtest", "signal"),
     "backtest": ("data", "cleaning", "strategy", "risk", "backtest", "mlflow"),
     "live": ("risk", "backtest", "mlflow", "live_strategy", "feeds", "live"),
     "server": ("mlflow", "server"),

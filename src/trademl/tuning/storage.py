@@ -110,15 +110,22 @@ def open_study(storage, settings: TuneSettings, name: str, direction: str, metri
             f"study {name} maximises/minimises {study.direction.name.lower()}, this worker "
             f"was given optimized_direction={direction}; use another tune.study_name"
         )
-    known = study.user_attrs.get("optimized_metric")
-    if known is None:
-        study.set_user_attr("optimized_metric", metric)
-    elif known != metric:
+    known = _kept(study, "optimized_metric", metric)
+    if known != metric:
         raise ConfigError(
             f"study {name} selects on {known}, this worker on optimized_metric={metric}; use "
             "the same metric or another tune.study_name"
         )
     return study
+
+
+def _kept(study, key: str, value: str) -> str:
+    """The study's ``key`` (user attribute), set to ``value`` by the first worker."""
+    known = study.user_attrs.get(key)
+    if known is None:
+        study.set_user_attr(key, value)
+        return value
+    return known
 
 
 def _config_digest(cfg) -> str:
@@ -142,10 +149,7 @@ def check_same_search(study, space: dict, cfg) -> None:
     from optuna.distributions import check_distribution_compatibility
 
     digest = _config_digest(cfg)
-    known = study.user_attrs.get("config_digest")
-    if known is None:
-        study.set_user_attr("config_digest", digest)
-    elif known != digest:
+    if _kept(study, "config_digest", digest) != digest:
         raise ConfigError(
             f"study {study.study_name} was started with another training config (data, "
             "features, labels, split, model or evaluation differ): its trials would not be "
