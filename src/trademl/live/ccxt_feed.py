@@ -7,9 +7,10 @@ the last one delivered, so after a disconnect or an exchange error (backed off e
 over REST before anything newer. A candle is delivered once it has closed by the exchange's
 clock (``fetch_time``; without it the last candle of a response is taken as still forming),
 de-duplicated by timestamp, strictly after the previous one, and checked by
-:func:`trademl.data.validate_ohlcv` (a bad candle is a :class:`~trademl.errors.DataError`,
-never passed on). A missing candle (a hole in the exchange's answer) is waited for
-``gap_wait`` polls; if it is still missing the feed goes on past it and counts the gap.
+:func:`trademl.data.validate_ohlcv`: a bad candle is a :class:`~trademl.errors.DataError`
+raised after the good candles before it, never passed on. A missing candle (a hole in the
+exchange's answer) is waited for ``gap_wait`` polls; if it is still missing the feed goes on
+past it and counts the gap.
 
 ccxt is imported when a feed is built, never by ``import trademl``. Websocket streaming
 (``ccxt.pro`` ``watch_ohlcv``) is not implemented: the feed polls REST.
@@ -197,6 +198,22 @@ class CcxtFeed(Feed):
         validate_ohlcv(frame, what=f"{self.exchange_id} {self.symbol} {self.timeframe} candles")
         return frame
 
+    def _good_prefix(self, rows: list, now: int | None, after: pd.Timestamp | None):
+        """``(candles, error)``: the closed candles up to the first bad one, and the
+        ``DataError`` naming it (``None`` if all are good)."""
+        try:
+            return self._closed(rows, now, after), None
+        except DataError as exc:
+            good = []
+            for row in sorted(rows, key=lambda r: r[0]):
+                try:
+                    one = self._closed([row], now, good[-1].index[-1] if good else after)
+                except DataError:
+                    break
+                if len(one):
+                    good.append(one)
+            return (pd.concat(good) if good else _empty()), exc
+
     # -- the Feed interface --------------------------------------------------------------------
     def _start_ms(self, end_ms: int) -> int:
         if self.since is not None:
@@ -267,8 +284,12 @@ class CcxtFeed(Feed):
                 delay = min(delay * 2, self.max_backoff)
                 continue
             delay = self.backoff
-            new = self._closed(rows, now, last)
+            new, bad = self._good_prefix(rows, now, last)
             ready = _contiguous(new, last, self.step)
+            if bad is not None:  # the good candles before it, then the error
+                for candle in _rows(self.symbol, new.iloc[:ready]):
+                    yield candle
+                raise bad
             if ready < len(new):  # a hole before new.index[ready]
                 if gap_polls < self.gap_wait:
                     gap_polls += 1
