@@ -163,16 +163,22 @@ def test_a_withheld_candle_is_waited_for_and_the_gap_filled_in_order(fake, serie
     fake.set_clock(series.index[30] + STEP)
     fake.withhold(series.index[20:22])  # served later
     feed = make_feed(fake, since=str(series.index[0]), gap_wait=1000)
-    polls = []
+    polls, seen = [], []
 
     def on_candle(got):
         if len(got) == 20:  # the candles before the hole came; later ones wait behind it
             polls.append(feed.stats["polls"])
-            asyncio.get_running_loop().call_later(0.3, fake.release)
+            polls.append(asyncio.get_running_loop().create_task(release_after_5_polls(got)))
+
+    async def release_after_5_polls(got):
+        while feed.stats["polls"] < polls[0] + 5:
+            await asyncio.sleep(0.005)
+        seen.append(len(got))  # 5 polls on, still nothing past the hole
+        fake.release()
 
     got = asyncio.run(collect(feed, series.index[30], on_candle=on_candle))
+    assert seen == [20]
     pd.testing.assert_frame_equal(frame(got), series.iloc[:31], check_freq=False)
-    assert feed.stats["polls"] - polls[0] >= 5  # it polled while waiting for the gap
     assert feed.stats["gaps"] == 0
 
 
