@@ -236,7 +236,8 @@ class CcxtFeed(Feed):
                 ),
                 "fetching candles",
             )
-            # a full page's last candle has closed if the exchange has a newer one
+            # closed by the clock read before paging (without one, a page's newest candle
+            # waits for the next page)
             page = self._closed(rows, now, last)
             page = page.loc[page.index <= pd.Timestamp(end, unit="ms", tz="UTC")]
             if not len(page):
