@@ -69,6 +69,28 @@ def _restore_mlflow_environment():
             os.environ[key] = value
 
 
+@pytest.fixture(autouse=True)
+def _restore_logging():
+    """A test that runs a Hydra app or the trademl command in this process may configure
+    logging: a root handler on the stream pytest captured for that test (closed afterwards:
+    later log records fail with "I/O operation on closed file"), a root level, or disabled
+    loggers. Put back what was there."""
+    import logging
+
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    loggers = logging.Logger.manager.loggerDict
+    disabled = {n: lg.disabled for n, lg in loggers.items() if isinstance(lg, logging.Logger)}
+    yield
+    for handler in root.handlers[:]:
+        if handler not in handlers and not type(handler).__module__.startswith("_pytest"):
+            root.removeHandler(handler)
+    root.setLevel(level)
+    for name, lg in list(loggers.items()):
+        if isinstance(lg, logging.Logger):
+            lg.disabled = disabled.get(name, False)
+
+
 def client_for(store):
     """An MLflow client on the test store for both tracking and registry."""
     import mlflow
