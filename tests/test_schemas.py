@@ -154,3 +154,15 @@ def test_misspelt_override_on_the_command_line_is_one_line_with_a_suggestion(
         assert len(lines) == 1, lines
         assert lines[0].startswith("trademl: error:") and expected in lines[0], lines[0]
     assert not (tmp_path / "mlflow.db").exists()
+
+
+def test_the_default_feed_becomes_a_ccxt_feed_on_the_command_line():
+    # no network: the exchange's markets are checked when the feed is built, not here
+    overrides = [
+        "feeds.0.type=ccxt",
+        "feeds.0.symbol=BTC/USDT",
+        "+feeds.0.exchange=binance",
+        "+feeds.0.timeframe=1h",
+    ]
+    (feed,) = validate_config(compose_config(overrides, config_name="live"), "live")["feeds"]
+    assert (feed.type, feed.symbol, feed.path) == ("ccxt", "BTC/USDT", None)
