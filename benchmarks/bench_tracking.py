@@ -88,6 +88,14 @@ def server_store(uri: str) -> list[str]:
     return ["mlflow=server", f"mlflow.tracking_uri={uri}"]
 
 
+def store_overrides(stack: contextlib.ExitStack, root: Path, store: str, workers: int) -> list[str]:
+    """Overrides for ``store``: "sqlite" (a private file) or "server" (a ``trademl server``
+    with ``workers`` workers, started in ``stack`` and stopped with it)."""
+    if store == "sqlite":
+        return sqlite_store(root)
+    return server_store(stack.enter_context(trademl_server(root, workers)))
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -208,11 +216,7 @@ def part_sweeps(tmp: Path, args) -> None:
         for store in ("sqlite", "server"):
             root = tmp / f"sweep-{store}-{rep}"
             with contextlib.ExitStack() as stack:
-                if store == "sqlite":
-                    overrides = sqlite_store(root)
-                else:
-                    uri = stack.enter_context(trademl_server(root, args.server_workers))
-                    overrides = server_store(uri)
+                overrides = store_overrides(stack, root, store, args.server_workers)
                 for k in WORKERS:
                     experiment = f"sweep-j{k}"
                     log = root / f"sweep-j{k}.log"
@@ -480,10 +484,7 @@ def part_logging(tmp: Path, args) -> None:
     for store in ("sqlite", "server"):
         root = tmp / f"logging-{store}"
         with contextlib.ExitStack() as stack:
-            if store == "sqlite":
-                overrides = sqlite_store(root)
-            else:
-                overrides = server_store(stack.enter_context(trademl_server(root)))
+            overrides = store_overrides(stack, root, store, args.server_workers)
             _train_timed(overrides, seed=100)  # warm-up: imports, experiment, registered model
             results[store] = [_train_timed(overrides, seed=i) for i in range(args.logging_runs)]
         print(f"  {store}: {args.logging_runs} trainings timed", flush=True)

@@ -82,10 +82,10 @@ def open_storage(settings: TuneSettings):
         ) from None
 
 
-def open_study(storage, settings: TuneSettings, name: str, direction: str, metric: str, cfg):
+def open_study(storage, settings: TuneSettings, name: str, direction: str, metric: str):
     import optuna
 
-    seed = int(cfg.seed)
+    # no seed: workers share the study, and one seed would make them sample the same points
     sampler = (
         optuna.samplers.TPESampler(seed=None, n_startup_trials=settings.n_startup_trials)
         if settings.sampler == "tpe"
@@ -96,7 +96,6 @@ def open_study(storage, settings: TuneSettings, name: str, direction: str, metri
         if settings.pruner == "median"
         else optuna.pruners.NopPruner()
     )
-    del seed  # workers share the study: one seed would make them sample the same points
     study = optuna.create_study(
         study_name=name,
         storage=storage,

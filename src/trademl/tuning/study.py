@@ -79,7 +79,7 @@ def tune(overrides: Sequence[str], *, echo=print) -> TuneResult:
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     storage = open_storage(settings)
-    study = open_study(storage, settings, study_name, direction, metric, cfg)
+    study = open_study(storage, settings, study_name, direction, metric)
     from trademl.tuning.coordination import StudyCoordinator
 
     check_same_search(study, space, cfg)
@@ -99,9 +99,19 @@ def tune(overrides: Sequence[str], *, echo=print) -> TuneResult:
             f"tune: study {study_name} in {masked_url(settings.storage)}, {settings.n_trials} "
             f"trials in all; MLflow parent run {parent_run_id} ({tracking.describe()})"
         )
-        worker = _Worker(study, coordinator, settings, space, fixed, overrides, echo)
-        worker.metric, worker.mode = metric, mode
-        worker.parent, worker.client = parent_run_id, tracking.client()
+        worker = _Worker(
+            study,
+            coordinator,
+            settings,
+            space,
+            fixed,
+            overrides,
+            echo,
+            metric=metric,
+            mode=mode,
+            parent=parent_run_id,
+            client=tracking.client(),
+        )
         ran = worker.run()
         summary = maybe_summarise(
             study, coordinator, settings, tracking, parent_run_id, experiment_id, metric, mode
@@ -133,15 +143,25 @@ def _default_study_name(overrides: Sequence[str], cfg, checked) -> str:
 
 
 class _Worker:
-    metric: str
-    mode: str  # register: best | all | none
-    parent: str  # the study's MLflow parent run
-    client: Any  # an MlflowClient on the study's store
-
-    def __init__(self, study, coordinator, settings, space, fixed, overrides, echo) -> None:
+    def __init__(
+        self,
+        study,
+        coordinator,
+        settings,
+        space,
+        fixed,
+        overrides,
+        echo,
+        *,
+        metric: str,
+        mode: str,  # register: best | all | none
+        parent: str,  # the study's MLflow parent run
+        client: Any,  # an MlflowClient on the study's store
+    ) -> None:
         self.study, self.coordinator, self.settings = study, coordinator, settings
         self.space, self.fixed, self.overrides = space, fixed, list(overrides)
-        self.echo = echo
+        self.echo, self.metric, self.mode = echo, metric, mode
+        self.parent, self.client = parent, client
 
     def run(self) -> int:
         started, ran, failures = time.time(), 0, 0
