@@ -12,7 +12,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +23,30 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def wait_until_answers(
+    proc: subprocess.Popen,
+    url: str,
+    log: Path,
+    what: str,
+    timeout: float,
+    ok: Callable[[requests.Response], bool] = lambda response: response.ok,
+) -> None:
+    """Poll GET ``url`` until ``ok`` accepts its answer; a RuntimeError with the tail of
+    ``log`` if ``proc`` exits first or ``timeout`` seconds pass."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what} exited: {log.read_text()[-3000:]}")
+        with contextlib.suppress(requests.RequestException):
+            if ok(requests.get(url, timeout=2)):
+                return
+        if time.monotonic() > deadline:
+            raise RuntimeError(
+                f"{what} did not answer in {timeout:.0f} s: {log.read_text()[-3000:]}"
+            )
+        time.sleep(0.25)
 
 
 @dataclass
@@ -82,16 +106,12 @@ def start_mlflow_server(
     server = MlflowServer(
         f"http://127.0.0.1:{port}", port, backend, workdir / "artifacts", proc, log
     )
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"mlflow server exited: {log.read_text()[-2000:]}")
-        with contextlib.suppress(requests.RequestException):
-            if requests.get(f"{server.uri}/health", timeout=2).ok:
-                return server
-        time.sleep(0.3)
-    server.stop()
-    raise RuntimeError(f"mlflow server did not start in {timeout} s: {log.read_text()[-2000:]}")
+    try:
+        wait_until_answers(proc, f"{server.uri}/health", log, "mlflow server", timeout)
+    except BaseException:
+        server.stop()
+        raise
+    return server
 
 
 @contextlib.contextmanager
@@ -417,16 +437,8 @@ def moto_s3_server(workdir: Path, timeout: float = 60) -> Iterator[MotoServer]:
     )
     server = MotoServer(f"http://127.0.0.1:{port}", proc, log)
     try:
-        deadline = time.time() + timeout
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"moto server exited: {log.read_text()[-2000:]}")
-            with contextlib.suppress(requests.RequestException):
-                requests.get(f"{server.endpoint}/moto-api/", timeout=2)
-                break
-            if time.time() > deadline:
-                raise RuntimeError(f"moto server did not start: {log.read_text()[-2000:]}")
-            time.sleep(0.2)
+        url = f"{server.endpoint}/moto-api/"
+        wait_until_answers(proc, url, log, "moto server", timeout, ok=lambda _: True)
         yield server
     finally:
         server.stop()

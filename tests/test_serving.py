@@ -11,7 +11,6 @@ import pickle
 import signal
 import subprocess
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,7 +31,7 @@ from trademl.registry import get_model_info, load_model
 from trademl.serving import OUTPUT_COLUMNS
 from trademl.strategies import MLStrategy
 
-from ._servers import free_port
+from ._servers import free_port, wait_until_answers
 from ._tamper import Planted, edit_mlmodel, tampered
 from .conftest import client_for
 
@@ -373,16 +372,9 @@ def server(model, tmp_path_factory):
         )
     try:
         url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 180
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"mlflow models serve exited: {log.read_text()[-3000:]}")
-            with contextlib.suppress(requests.RequestException):
-                if requests.get(f"{url}/ping", timeout=2).status_code == 200:
-                    break
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"mlflow models serve did not answer: {log.read_text()[-3000:]}")
-            time.sleep(0.25)
+        wait_until_answers(
+            proc, f"{url}/ping", log, "mlflow models serve", 180, ok=lambda r: r.status_code == 200
+        )
         yield url
     finally:
         for sig, wait in ((signal.SIGTERM, 15), (signal.SIGKILL, 15)):
