@@ -156,6 +156,8 @@ class FakeBinance:
             def do_GET(self) -> None:
                 fake._handle(self)
 
+            do_POST = do_DELETE = do_GET
+
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
         self._thread = threading.Thread(
@@ -203,15 +205,7 @@ class FakeBinance:
             return
         if fault == "delay":
             time.sleep(arg)
-        if parsed.path == "/api/v3/exchangeInfo":
-            payload, code = self._exchange_info(), 200
-        elif parsed.path == "/api/v3/time":
-            with self.lock:
-                payload, code = {"serverTime": self.clock}, 200
-        elif parsed.path == "/api/v3/klines":
-            payload, code = self._klines(params)
-        else:
-            payload, code = {"code": -1100, "msg": f"unknown path {parsed.path}"}, 404
+        payload, code = self._route(req, parsed.path, params)
         body = json.dumps(payload).encode()
         try:
             req.send_response(code)
@@ -221,6 +215,17 @@ class FakeBinance:
             req.wfile.write(body)
         except OSError:  # the client gave up (a timeout)
             pass
+
+    def _route(self, req: BaseHTTPRequestHandler, path: str, params: dict[str, str]):
+        """``(payload, status)`` of one request (faults were handled by the caller)."""
+        if path == "/api/v3/exchangeInfo":
+            return self._exchange_info(), 200
+        if path == "/api/v3/time":
+            with self.lock:
+                return {"serverTime": self.clock}, 200
+        if path == "/api/v3/klines":
+            return self._klines(params)
+        return {"code": -1100, "msg": f"unknown path {path}"}, 404
 
     def _exchange_info(self) -> dict:
         return {

@@ -159,6 +159,8 @@ class LiveSettings:
     close_at_end: bool = True
     allow_in_sample: bool = False
     durable: str | bool = "auto"
+    mode: Literal["paper", "real"] = "paper"
+    confirm_real: bool = False
 
     def __post_init__(self) -> None:
         if self.window is not None and self.window < 2:
@@ -175,6 +177,33 @@ class LiveSettings:
             raise ConfigError(
                 f"live.durable={self.durable!r} must be true (fsync every candle), false, or "
                 "auto (false for files replayed as fast as possible, true otherwise)"
+            )
+
+
+@dataclass(frozen=True)
+class BrokerSettings:
+    """``broker``: where the live runtime's orders go (``paper``: simulated, as the backtester
+    fills them; ``ccxt``: an exchange account, see :mod:`trademl.live.ccxt_broker`)."""
+
+    type: Literal["paper", "ccxt"] = "paper"
+    exchange: str | None = None
+    ccxt_options: Any = field(default_factory=dict)
+    api_key_env: str = "TRADEML_EXCHANGE_API_KEY"
+    secret_env: str = "TRADEML_EXCHANGE_SECRET"
+    password_env: str | None = None
+    stops: Literal["auto", "exchange", "runtime"] = "auto"
+    resend_grace: float = 3.0
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.ccxt_options, Mapping):
+            raise ConfigError(
+                f"broker.ccxt_options={self.ccxt_options!r} must be a mapping (passed to the "
+                "ccxt exchange as-is)"
+            )
+        _positive("broker.resend_grace", self.resend_grace, allow_zero=True)
+        if self.type == "ccxt" and not self.exchange:
+            raise ConfigError(
+                "broker.type=ccxt needs broker.exchange, a ccxt exchange id (e.g. binanceusdm)"
             )
 
 
@@ -276,13 +305,14 @@ _GROUPS = {
     "train": (*_TRAINING, "tune"),
     "walkforward": (*_TRAINING, "risk", "backtest", "signal"),
     "backtest": ("data", "cleaning", "strategy", "risk", "backtest", "mlflow"),
-    "live": ("risk", "backtest", "mlflow", "live_strategy", "feeds", "live"),
+    "live": ("risk", "backtest", "mlflow", "live_strategy", "feeds", "live", "broker"),
     "server": ("mlflow", "server"),
 }
 _PLAIN = {
     "evaluation": EvaluationSettings,
     "backtest": BacktestSettings,
     "live": LiveSettings,
+    "broker": BrokerSettings,
     "signal": SignalSettings,
     "tune": TuneSettings,
 }
@@ -491,6 +521,8 @@ def _ccxt_feed(i: int, feed: Mapping[str, Any]) -> FeedSettings:
 
 def _cross_checks(cfg: DictConfig, entry: str, built: dict[str, Any]) -> None:
     """Rules between groups."""
+    if entry == "live":
+        _real_money(built["live"], built["broker"], built["feeds"])
     if "split" in built and "labels" in built:
         built["split"].purge_for(built["labels"].horizon)
     bt = built.get("backtest")
@@ -499,3 +531,28 @@ def _cross_checks(cfg: DictConfig, entry: str, built: dict[str, Any]) -> None:
 
         if pd.Timestamp(bt.start) >= pd.Timestamp(bt.end):
             raise ConfigError(f"backtest.start={bt.start} must be before backtest.end={bt.end}")
+
+
+def _real_money(live: LiveSettings, broker: BrokerSettings, feeds: list[FeedSettings]) -> None:
+    """Orders on an exchange only when asked for twice: ``live.mode=real`` and
+    ``live.confirm_real=true``; and only on the exchange's own candles."""
+    if broker.type == "paper":
+        if live.mode == "real":
+            raise ConfigError(
+                "live.mode=real with broker.type=paper: the paper broker sends no order; set "
+                "broker.type=ccxt (and its exchange) to trade, or live.mode=paper"
+            )
+        return
+    if live.mode != "real" or not live.confirm_real:
+        raise ConfigError(
+            f"broker.type=ccxt sends real orders to {broker.exchange}: set live.mode=real and "
+            "live.confirm_real=true to trade with this account's money (or broker.type=paper "
+            "to trade on paper)"
+        )
+    wrong = [f.symbol for f in feeds if f.type != "ccxt"]
+    if wrong:
+        raise ConfigError(
+            f"broker.type=ccxt: feed(s) {', '.join(wrong)} are not ccxt feeds; orders fill at "
+            "the exchange's prices, so decisions must be made on its candles (feeds.N.type=ccxt "
+            f"on {broker.exchange})"
+        )

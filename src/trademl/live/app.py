@@ -11,6 +11,7 @@ import dataclasses
 import importlib
 import logging
 import time
+import uuid
 from typing import Any
 
 import hydra
@@ -204,13 +205,16 @@ def build_runtime(cfg: DictConfig) -> tuple[LiveRuntime, SessionTracker | None]:
             risk,
             mlflow_settings,
             checked["strategy"],
+            checked["broker"],
         )
     except BaseException:
         journal.close()
         raise
 
 
-def _assemble(cfg, live, symbols, feeds, journal, execution, risk, mlflow_settings, strategy):
+def _assemble(
+    cfg, live, symbols, feeds, journal, execution, risk, mlflow_settings, strategy, broker_cfg
+):
     holding_from_model = isinstance(strategy, MLStrategy) and execution.max_holding_bars is None
     if isinstance(strategy, MLStrategy):  # first: a missing model (or store) fails fast
         model = strategy.load()
@@ -222,19 +226,44 @@ def _assemble(cfg, live, symbols, feeds, journal, execution, risk, mlflow_settin
             execution = dataclasses.replace(execution, max_holding_bars=strategy.max_holding_bars)
     log_run = bool(cfg.get("log_to_mlflow", True))
     settings, experiment_id = setup_tracking(mlflow_settings) if log_run else (None, None)
-    traders = [
-        SymbolTrader(
-            f.symbol,
-            f,
-            strategy,
-            journal,
-            risk=risk,
-            execution=execution,
-            cash=execution.cash / len(feeds),
-            window=live.get("window"),
+    common = {
+        "risk": risk,
+        "execution": execution,
+        "cash": execution.cash / len(feeds),
+        "window": live.get("window"),
+    }
+    if broker_cfg.type == "ccxt":
+        from trademl.live.ccxt_broker import CcxtBroker
+        from trademl.live.exchange_trader import ExchangeTrader
+
+        broker = CcxtBroker(
+            broker_cfg.exchange,
+            ccxt_options=OmegaConf.to_container(cfg.broker.ccxt_options, resolve=True),
+            api_key_env=broker_cfg.api_key_env,
+            secret_env=broker_cfg.secret_env,
+            password_env=broker_cfg.password_env,
+            resend_grace=broker_cfg.resend_grace,
         )
-        for f in feeds
-    ]
+        session = journal.get_meta("session_id")
+        if session is None:
+            session = uuid.uuid4().hex[:6]
+            journal.set_meta("session_id", session)
+        log.warning("live.mode=real: orders go to %s", broker_cfg.exchange)
+        traders = [
+            ExchangeTrader(
+                f.symbol,
+                f,
+                strategy,
+                journal,
+                broker=broker,
+                session=session,
+                stops=broker_cfg.stops,
+                **common,
+            )
+            for f in feeds
+        ]
+    else:
+        traders = [SymbolTrader(f.symbol, f, strategy, journal, **common) for f in feeds]
     tracker = None
     if log_run:
         params = config_params(cfg)

@@ -131,6 +131,7 @@ class CcxtFeed(Feed):
                 f"{did_you_mean(symbol, list(markets))} (symbols look like BTC/USDT)"
             )
         self._has_time = bool(self._ex.has.get("fetchTime"))
+        self.clock_ms: int | None = None  # the exchange's clock at the last poll
 
     # -- exchange calls ------------------------------------------------------------------------
     def _describe(self, exc: Exception) -> str:
@@ -168,6 +169,7 @@ class CcxtFeed(Feed):
         """The exchange's clock (before the candles: what closed by then is closed) and up
         to a page of candles from ``since_ms``."""
         now = self._ex.fetch_time() if self._has_time else None
+        self.clock_ms = now if now is not None else self._ex.milliseconds()
         rows = self._ex.fetch_ohlcv(self.symbol, self.timeframe, since=since_ms, limit=PAGE)
         return rows, now
 

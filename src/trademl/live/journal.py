@@ -42,7 +42,14 @@ CREATE TABLE IF NOT EXISTS trades (
     id INTEGER PRIMARY KEY AUTOINCREMENT, symbol TEXT NOT NULL, entry_time TEXT NOT NULL,
     exit_time TEXT NOT NULL, side TEXT NOT NULL, size REAL NOT NULL, entry_price REAL NOT NULL,
     exit_price REAL NOT NULL, fees REAL NOT NULL, pnl REAL NOT NULL, exit_reason TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS orders (
+    client_id TEXT PRIMARY KEY, symbol TEXT NOT NULL, bar_ts TEXT NOT NULL, seq INTEGER NOT NULL,
+    kind TEXT NOT NULL, side INTEGER NOT NULL, amount REAL NOT NULL, price REAL,
+    reason TEXT, status TEXT NOT NULL, exchange_id TEXT, filled REAL, avg_price REAL,
+    fee REAL, detail TEXT, created REAL NOT NULL, updated REAL NOT NULL);
 """
+# the order statuses that need nothing more from the exchange
+FINAL_ORDER_STATUSES = ("filled", "partial", "rejected", "canceled", "expired", "unsent")
 _FORMAT = "trademl-live-journal/1"
 
 
@@ -139,8 +146,10 @@ class Journal:
         entry_ts: str | None,
         events: list[tuple[str, dict[str, Any]]],
         trades: list[dict[str, Any]],
+        orders: list[dict[str, Any]] = (),
     ) -> None:
-        """Write one candle's events, trades and the new state atomically."""
+        """Write one candle's events, trades, orders (new rows or updates of a row, keyed by
+        ``client_id``) and the new state atomically."""
         now = time.time()
         ts = str(bar_ts)
         cur = self._db.cursor()
@@ -172,6 +181,8 @@ class Journal:
                     for t in trades
                 ],
             )
+            for order in orders:
+                _write_order(cur, symbol, ts, order, now)
             cur.execute(
                 "INSERT OR REPLACE INTO books (symbol, bar_ts, state, entry_ts, updated) "
                 "VALUES (?,?,?,?,?)",
@@ -193,6 +204,23 @@ class Journal:
         query = "SELECT * FROM events" + (" WHERE kind = ?" if kind else "") + " ORDER BY seq"
         return pd.read_sql_query(query, self._db, params=(kind,) if kind else ())
 
+    def orders(self, symbol: str | None = None, *, open_only: bool = False) -> list[dict]:
+        """The exchange orders of the session (oldest first), as dicts; ``open_only``: those
+        whose outcome is not known yet (sent or about to be, or resting on the exchange)."""
+        query, args = "SELECT * FROM orders WHERE 1", []
+        if symbol is not None:
+            query, args = query + " AND symbol = ?", [symbol]
+        if open_only:
+            marks = ",".join("?" * len(FINAL_ORDER_STATUSES))
+            query += f" AND status NOT IN ({marks})"
+            args += list(FINAL_ORDER_STATUSES)
+        cur = self._db.execute(query + " ORDER BY created, seq", args)
+        names = [c[0] for c in cur.description]
+        rows = [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+        for row in rows:
+            row["detail"] = json.loads(row["detail"]) if row["detail"] else {}
+        return rows
+
     def books(self) -> pd.DataFrame:
         return pd.read_sql_query("SELECT symbol, bar_ts, state, entry_ts FROM books", self._db)
 
@@ -203,6 +231,39 @@ class Journal:
         finally:
             self._db.close()
             self._release()
+
+
+_ORDER_FIELDS = (
+    "kind", "side", "amount", "price", "reason", "status", "exchange_id", "filled",
+    "avg_price", "fee", "detail",
+)  # fmt: skip
+
+
+def _write_order(cur: sqlite3.Cursor, symbol: str, ts: str, order: dict, now: float) -> None:
+    """Insert an order row, or update the given fields of an existing one."""
+    values = {k: order[k] for k in _ORDER_FIELDS if k in order}
+    if "detail" in values:
+        values["detail"] = json.dumps(values["detail"], default=str)
+    cid = order["client_id"]
+    if cur.execute("SELECT 1 FROM orders WHERE client_id = ?", (cid,)).fetchone() is None:
+        cur.execute(
+            "INSERT INTO orders (client_id, symbol, bar_ts, seq, created, updated, "
+            + ", ".join(values)
+            + ") VALUES (?, ?, ?, ?, ?, ?"
+            + ", ?" * len(values)
+            + ")",
+            (cid, symbol, order.get("bar_ts", ts), order.get("seq", 0), now, now, *values.values()),
+        )
+    else:
+        if "detail" in values:  # merged into what is there: a result keeps the plan's fields
+            old = cur.execute("SELECT detail FROM orders WHERE client_id = ?", (cid,)).fetchone()
+            merged = {**(json.loads(old[0]) if old and old[0] else {}), **order["detail"]}
+            values["detail"] = json.dumps(merged, default=str)
+        sets = ", ".join(f"{k} = ?" for k in values)
+        cur.execute(
+            f"UPDATE orders SET {sets}, updated = ? WHERE client_id = ?",
+            (*values.values(), now, cid),
+        )
 
 
 def _acquire(path: Path) -> int:
