@@ -150,6 +150,9 @@ class FakeBinance:
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"  # keep-alive, as exchanges serve ccxt's session
+            disable_nagle_algorithm = True  # headers and body leave at once
+
             def log_message(self, *args) -> None:  # quiet
                 pass
 

@@ -21,10 +21,10 @@ unique among all orders (-4116 otherwise), so a resent order can never be execut
 ``autostep = True`` moves the clock one candle each time a klines request asks for the candle
 still forming (the client has everything closed and waits for the next): a session runs in
 lockstep with the candles, whatever the machine's speed. ``on_order(hook)`` calls ``hook(path,
-phase)`` with phase ``"before"`` (request received, nothing done) and ``"after"`` (executed, not
-yet answered): a test kills its client there. ``partial(fraction)`` fills the next market
-order only in part (``EXPIRED`` with the rest unfilled); ``reject(code, msg)`` refuses the next
-order.
+phase)`` with phase ``"before"`` (request received, nothing done; a true return drops it) and
+``"after"`` (executed, not yet answered): a test kills its client there.
+``partial(fraction)`` fills the next market order only in part (``EXPIRED`` with the rest
+unfilled); ``reject(code, msg)`` refuses the next order.
 """
 
 from __future__ import annotations
@@ -250,8 +250,8 @@ class FakeBinanceFutures(FakeBinance):
         key = (req.command, path)
         order_paths = {("POST", "/fapi/v1/order"), ("POST", "/fapi/v1/algoOrder")}
         hook = self._hook if key in order_paths else None
-        if hook is not None:
-            hook(path, "before")
+        if hook is not None and hook(path, "before"):  # the client is gone: do nothing
+            return {"code": -1000, "msg": "dropped by the test"}, 500
         with self.lock:
             payload, code = self._private(key, params)
         if hook is not None:

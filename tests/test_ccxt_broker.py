@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 from omegaconf import OmegaConf
 
-from trademl import ConfigError, generate_ohlcv
+from trademl import generate_ohlcv
 from trademl._hydra import compose_config
 from trademl.live.app import build_runtime
 
@@ -106,7 +106,7 @@ def backtest_trades(tmp_path, candles: pd.DataFrame, start: pd.Timestamp) -> pd.
 
 def assert_same_trades(live: pd.DataFrame, bt: pd.DataFrame) -> None:
     live = live.reset_index(drop=True)
-    assert len(live) == len(bt) > 5
+    assert len(live) == len(bt) > 3
     cols = ["side", "entry_time", "exit_time", "exit_reason"]
     pd.testing.assert_frame_equal(live[cols], bt[cols], check_dtype=False)
     for col in ("size", "entry_price", "exit_price", "pnl", "fees"):
@@ -121,7 +121,7 @@ def test_a_session_through_the_ccxt_feed_and_broker_trades_as_the_backtest(tmp_p
     first = candles.index[300]  # the first candle that may trade: 0..299 only warm up
     with FakeBinanceFutures(candles, clock=first + STEP) as fake:
         fake.autostep = True
-        summary, trader = run_session(
+        summary, _ = run_session(
             session_config(tmp_path, fake, candles.index[0]), candles.index[-1]
         )
         orders = list(fake.orders)
@@ -135,3 +135,131 @@ def test_a_session_through_the_ccxt_feed_and_broker_trades_as_the_backtest(tmp_p
     ids = [o.get("clientOrderId") or o.get("clientAlgoId") for o in orders]
     assert len(ids) == len(set(ids))
     assert len(market) >= len(bt)
+
+
+def _hydra_value(value) -> str:
+    """A Python value as a Hydra override value (dict keys bare, strings quoted)."""
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k}: {_hydra_value(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, list):
+        return "[" + ", ".join(_hydra_value(v) for v in value) + "]"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, int | float):
+        return repr(value)
+    return "'" + str(value) + "'"
+
+
+def _cli_args(tmp_path, fake, first, journal) -> list[str]:
+    options = _hydra_value(fake.ccxt_options(rateLimit=1))
+    return [
+        f"mlflow.tracking_uri=sqlite:///{tmp_path}/mlflow.db",
+        "log_to_mlflow=false",
+        "strategy.type=scalping_ema_rsi",
+        "strategy.params=null",
+        f"live.journal={journal}",
+        "live.window=null",
+        "live.mode=real",
+        "live.confirm_real=true",
+        "broker.type=ccxt",
+        "broker.exchange=binanceusdm",
+        "broker.resend_grace=0.05",
+        f"broker.ccxt_options={options}",
+        "risk.size_step=0.001",
+        "risk.min_size=0.001",
+        f"feeds=[{{symbol: '{SYMBOL}', type: ccxt, exchange: binanceusdm, timeframe: 1h, "
+        f"since: '{first}', poll_interval: 0.002, backoff: 0.01, ccxt_options: {options}}}]",
+        "hydra/job_logging=none",
+        "hydra/hydra_logging=none",
+        f"hydra.run.dir={tmp_path}/out",
+    ]
+
+
+def _last_bar(journal) -> pd.Timestamp | None:
+    import sqlite3
+
+    if not journal.exists():
+        return None
+    try:
+        with sqlite3.connect(journal, timeout=5) as db:
+            row = db.execute("SELECT bar_ts FROM books").fetchone()
+    except sqlite3.OperationalError:
+        return None
+    return None if row is None else pd.Timestamp(row[0])
+
+
+@pytest.mark.slow
+def test_kill_9_with_orders_in_flight_ends_with_the_same_trades_and_no_order_twice(tmp_path):
+    """`trademl live` killed with -9 at orders on their way (before the exchange got them,
+    and after it executed them but before the answer came back), market and protective:
+    after each restart the journal is reconciled with the exchange, and the session ends with
+    the uninterrupted session's trades (the backtest's), with every order on the exchange
+    once."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import threading
+    import time
+
+    from trademl.live.journal import Journal
+
+    candles = generate_ohlcv(420, seed=42, momentum=0.3, start="2025-01-01")
+    first = candles.index[300]
+    journal = tmp_path / "j.db"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    kills: list[tuple[str, str]] = []
+    plan = [(3, "before"), (5, "after"), (8, "after")]  # the order requests to kill at
+    with FakeBinanceFutures(candles, clock=first + STEP) as fake:
+        fake.autostep = True
+        proc = None
+        seen = {"n": 0}
+        lock = threading.Lock()
+
+        def hook(path, phase):
+            with lock:
+                if phase == "before":
+                    seen["n"] += 1
+                if plan and (seen["n"], phase) == plan[0] and proc is not None:
+                    plan.pop(0)
+                    kills.append((path, phase))
+                    os.kill(proc.pid, signal.SIGKILL)
+                    return phase == "before"
+            return False
+
+        fake.on_order(hook)
+        args = _cli_args(tmp_path, fake, candles.index[0], journal)
+        deadline = time.time() + 240
+        while time.time() < deadline:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "trademl.cli", "live", *args],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                env=env,
+            )
+            while proc.poll() is None and _last_bar(journal) != candles.index[-1]:
+                time.sleep(0.02)
+            if proc.poll() is None:  # done: stop it
+                proc.send_signal(signal.SIGTERM)
+                proc.communicate(timeout=60)
+                break
+            _, err = proc.communicate()
+            assert proc.returncode == -signal.SIGKILL, err[-3000:]
+        orders = list(fake.orders)
+    assert len(kills) == 3 and not plan, kills
+    assert {p for _, p in kills} == {"before", "after"}
+    done = Journal(journal, lock=False)
+    try:
+        live = done.trades()
+        rows = done.orders()
+    finally:
+        done.close()
+    assert_same_trades(live, backtest_trades(tmp_path, candles, first))
+    ids = [o.get("clientOrderId") or o.get("clientAlgoId") for o in orders]
+    assert len(ids) == len(set(ids)), "an order reached the exchange twice"
+    market = [
+        o for o in orders if o["type"] == "MARKET" and not o["clientOrderId"].startswith("fake")
+    ]
+    journaled = {r["client_id"] for r in rows if r["kind"] in ("entry", "exit")}
+    assert {o["clientOrderId"] for o in market} <= journaled

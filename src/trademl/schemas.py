@@ -187,7 +187,7 @@ class BrokerSettings:
 
     type: Literal["paper", "ccxt"] = "paper"
     exchange: str | None = None
-    ccxt_options: Any = field(default_factory=dict)
+    ccxt_options: Any = None
     api_key_env: str = "TRADEML_EXCHANGE_API_KEY"
     secret_env: str = "TRADEML_EXCHANGE_SECRET"
     password_env: str | None = None
@@ -195,7 +195,7 @@ class BrokerSettings:
     resend_grace: float = 3.0
 
     def __post_init__(self) -> None:
-        if not isinstance(self.ccxt_options, Mapping):
+        if self.ccxt_options is not None and not isinstance(self.ccxt_options, Mapping):
             raise ConfigError(
                 f"broker.ccxt_options={self.ccxt_options!r} must be a mapping (passed to the "
                 "ccxt exchange as-is)"

@@ -238,7 +238,7 @@ def _assemble(
 
         broker = CcxtBroker(
             broker_cfg.exchange,
-            ccxt_options=OmegaConf.to_container(cfg.broker.ccxt_options, resolve=True),
+            ccxt_options=dict(broker_cfg.ccxt_options or {}),
             api_key_env=broker_cfg.api_key_env,
             secret_env=broker_cfg.secret_env,
             password_env=broker_cfg.password_env,
