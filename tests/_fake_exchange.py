@@ -209,6 +209,11 @@ class FakeBinance:
         if fault == "delay":
             time.sleep(arg)
         payload, code = self._route(req, parsed.path, params)
+        if code == 0:  # done, but the answer is lost on its way back
+            req.close_connection = True
+            with contextlib.suppress(OSError):
+                req.connection.shutdown(socket.SHUT_RDWR)
+            return
         body = json.dumps(payload).encode()
         try:
             req.send_response(code)

@@ -24,7 +24,8 @@ lockstep with the candles, whatever the machine's speed. ``on_order(hook)`` call
 phase)`` with phase ``"before"`` (request received, nothing done; a true return drops it) and
 ``"after"`` (executed, not yet answered): a test kills its client there.
 ``partial(fraction)`` fills the next market order only in part (``EXPIRED`` with the rest
-unfilled); ``reject(code, msg)`` refuses the next order.
+unfilled); ``reject(code, msg)`` refuses the next order; ``lose_answer(n)`` executes the next
+orders and closes the connection instead of answering.
 """
 
 from __future__ import annotations
@@ -71,6 +72,8 @@ class FakeBinanceFutures(FakeBinance):
         self._hook = None
         self._partial: list[float] = []
         self._rejects: list[tuple[int, str]] = []
+        self._lose = 0
+        self.api_keys: set[str] = set()  # the keys private requests came with
 
     # -- control -------------------------------------------------------------------------------
     def on_order(self, hook) -> None:
@@ -79,6 +82,11 @@ class FakeBinanceFutures(FakeBinance):
     def partial(self, fraction: float) -> None:
         with self.lock:
             self._partial.append(fraction)
+
+    def lose_answer(self, n: int = 1) -> None:
+        """The next ``n`` orders are executed, and their answers lost (the socket closes)."""
+        with self.lock:
+            self._lose += n
 
     def reject(self, code: int = -2019, msg: str = "Margin is insufficient.") -> None:
         with self.lock:
@@ -247,6 +255,7 @@ class FakeBinanceFutures(FakeBinance):
             return self._klines(params)
         if not req.headers.get("X-MBX-APIKEY"):
             return {"code": -2014, "msg": "API-key format invalid."}, 401
+        self.api_keys.add(req.headers["X-MBX-APIKEY"])
         key = (req.command, path)
         order_paths = {("POST", "/fapi/v1/order"), ("POST", "/fapi/v1/algoOrder")}
         hook = self._hook if key in order_paths else None
@@ -256,6 +265,9 @@ class FakeBinanceFutures(FakeBinance):
             payload, code = self._private(key, params)
         if hook is not None:
             hook(path, "after")
+        if key in order_paths and self._lose and code == 200:
+            self._lose -= 1
+            return None, 0  # executed; the answer never arrives
         return payload, code
 
     def _frontier(self) -> int:

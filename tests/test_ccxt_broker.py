@@ -54,8 +54,11 @@ def session_config(tmp_path, fake: FakeBinanceFutures, first: pd.Timestamp, *ext
         "live",
     )
     options = fake.ccxt_options(rateLimit=1)
-    OmegaConf.update(cfg, "feeds.0.ccxt_options", options, force_add=True)
-    OmegaConf.update(cfg, "broker.ccxt_options", options, merge=False)
+    if cfg.feeds[0].type == "ccxt":
+        OmegaConf.update(cfg, "feeds.0.ccxt_options", options, force_add=True)
+    given = cfg.broker.ccxt_options  # e.g. from an override
+    given = OmegaConf.to_container(given) if given is not None else {}
+    OmegaConf.update(cfg, "broker.ccxt_options", {**options, **given}, merge=False)
     return cfg
 
 
@@ -104,9 +107,9 @@ def backtest_trades(tmp_path, candles: pd.DataFrame, start: pd.Timestamp) -> pd.
     return trades[trades["exit_time"] < candles.index[-1]].reset_index(drop=True)
 
 
-def assert_same_trades(live: pd.DataFrame, bt: pd.DataFrame) -> None:
+def assert_same_trades(live: pd.DataFrame, bt: pd.DataFrame, least: int = 4) -> None:
     live = live.reset_index(drop=True)
-    assert len(live) == len(bt) > 3
+    assert len(live) == len(bt) >= least
     cols = ["side", "entry_time", "exit_time", "exit_reason"]
     pd.testing.assert_frame_equal(live[cols], bt[cols], check_dtype=False)
     for col in ("size", "entry_price", "exit_price", "pnl", "fees"):
@@ -263,3 +266,141 @@ def test_kill_9_with_orders_in_flight_ends_with_the_same_trades_and_no_order_twi
     ]
     journaled = {r["client_id"] for r in rows if r["kind"] in ("entry", "exit")}
     assert {o["clientOrderId"] for o in market} <= journaled
+
+
+def short_session(tmp_path, *extra, setup=None, n=380, first=300):
+    """A session on ``n`` candles trading from candle ``first``; ``setup(fake)`` before it."""
+    candles = generate_ohlcv(n, seed=42, momentum=0.3, start="2025-01-01")
+    with FakeBinanceFutures(candles, clock=candles.index[first] + STEP) as fake:
+        fake.autostep = True
+        if setup is not None:
+            setup(fake)
+        cfg = session_config(tmp_path, fake, candles.index[0], *extra)
+        summary, _ = run_session(cfg, candles.index[-1])
+        orders = list(fake.orders)
+    from trademl.live.journal import Journal
+
+    journal = Journal(tmp_path / "j.db", lock=False)
+    try:
+        return candles, summary, orders, journal.orders(), journal.events()
+    finally:
+        journal.close()
+
+
+def test_a_lost_answer_is_looked_up_by_client_id_not_sent_twice(tmp_path):
+    """The exchange executes the first entry and the answer is lost: the broker finds the
+    order by its client id and books it; nothing is sent twice."""
+    candles, summary, orders, rows, _ = short_session(
+        tmp_path, setup=lambda fake: fake.lose_answer(1)
+    )
+    first = next(r for r in rows if r["kind"] == "entry")
+    assert first["status"] == "filled" and first["filled"] > 0
+    ids = [o.get("clientOrderId") or o.get("clientAlgoId") for o in orders]
+    assert ids.count(first["client_id"]) == 1 and len(ids) == len(set(ids))
+    assert_same_trades(summary.trades, backtest_trades(tmp_path, candles, candles.index[300]), 3)
+
+
+def test_a_refused_entry_and_a_partial_fill_are_booked_as_the_exchange_did(tmp_path):
+    def setup(fake):
+        fake.reject(-2019, "Margin is insufficient.")  # the first order: the first entry
+        fake.partial(0.5)  # the next market order: the second entry
+
+    _, summary, orders, rows, events = short_session(tmp_path, setup=setup)
+    entries = [r for r in rows if r["kind"] == "entry"]
+    assert entries[0]["status"] == "rejected" and entries[0]["filled"] == 0
+    assert "Margin is insufficient" in entries[0]["detail"]["message"]
+    assert "rejected" in set(events["kind"])
+    part = entries[1]
+    assert part["status"] == "partial"
+    assert part["filled"] == pytest.approx(np.floor(part["amount"] * 0.5 / 0.001) * 0.001)
+    assert "partial_fill" in set(events["kind"])
+    trade = summary.trades.iloc[0]  # the position of the partial fill, at its size
+    assert trade["size"] == pytest.approx(part["filled"])
+    protective = [o for o in orders if o.get("algoType") == "CONDITIONAL"][:2]
+    assert [float(o["quantity"]) for o in protective] == pytest.approx([part["filled"]] * 2)
+
+
+def test_stops_managed_by_the_runtime_close_at_the_next_open(tmp_path):
+    """broker.stops=runtime: no order rests on the exchange; a bar reaching the stop or
+    target closes the position at the next bar's open, at market."""
+    candles, summary, orders, _, _ = short_session(tmp_path, "broker.stops=runtime", n=450)
+    assert not [o for o in orders if o.get("algoType")]
+    exits = summary.trades[summary.trades["exit_reason"].isin(["stop", "target"])]
+    assert len(exits) >= 2
+    for _, trade in exits.iterrows():
+        side = 1 if trade["side"] == "LONG" else -1
+        expected = candles.loc[trade["exit_time"], "open"] * (1 - side * 2e-4)
+        assert trade["exit_price"] == pytest.approx(expected, rel=1e-12)
+
+
+def _refusal(tmp_path, *extra, env=None, monkeypatch=None, setup=None) -> str:
+    candles = generate_ohlcv(320, seed=42, start="2025-01-01")
+    with FakeBinanceFutures(candles, clock=candles.index[300] + STEP) as fake:
+        if setup is not None:
+            setup(fake)
+        cfg = session_config(tmp_path, fake, candles.index[0], *extra)
+        with pytest.raises(Exception) as err:
+            runtime, _ = build_runtime(cfg)
+            runtime.journal.close()
+    return f"{type(err.value).__name__}: {err.value}"
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["live.mode=paper"], "set live.mode=real and live.confirm_real=true"),
+        (["live.confirm_real=false"], "set live.mode=real and live.confirm_real=true"),
+        (["broker.type=paper"], "live.mode=real with broker.type=paper"),
+        (["broker.exchange=null"], "broker.type=ccxt needs broker.exchange"),
+        (["risk.size_step=0.0005"], "does not fit BTC/USDT:USDT's amount step 0.001"),
+        (["risk.min_size=0.0"], "set risk.min_size >= 0.001"),
+        (["+broker.ccxt_options.apiKey=abc"], "credentials are taken only from environment"),
+        (["broker.stops=sometimes"], "broker.stops"),
+    ],
+)
+def test_real_orders_are_refused_before_anything_starts(tmp_path, extra, message):
+    text = _refusal(tmp_path, *extra)
+    assert message in text, text
+    assert "ConfigError" in text
+    assert not (tmp_path / "j.db").exists()  # refused before the journal is created
+
+
+def test_a_file_feed_cannot_drive_real_orders(tmp_path):
+    csv = tmp_path / "c.csv"
+    generate_ohlcv(50, seed=1).to_csv(csv, index_label="timestamp")
+    text = _refusal(tmp_path, f"feeds=[{{symbol: X, type: replay, path: '{csv}'}}]")
+    assert "feed(s) X are not ccxt feeds" in text
+
+
+def test_missing_credentials_name_the_variable(tmp_path, monkeypatch):
+    monkeypatch.delenv("TRADEML_EXCHANGE_SECRET")
+    text = _refusal(tmp_path)
+    assert "TRADEML_EXCHANGE_SECRET" in text and "broker.secret_env" in text
+
+
+def test_a_position_the_session_did_not_open_is_refused(tmp_path):
+    def setup(fake):
+        fake.position, fake.entry_price = 0.25, 50_000.0
+
+    text = _refusal(tmp_path, setup=setup)
+    assert "holds +0.25 but the journal's book holds +0" in text
+
+
+def test_credentials_never_reach_the_journal_the_log_or_mlflow(tmp_path, monkeypatch, caplog):
+    import logging
+
+    monkeypatch.setenv("TRADEML_EXCHANGE_API_KEY", "KEY-5f1c0ffee")
+    monkeypatch.setenv("TRADEML_EXCHANGE_SECRET", "SECRET-9a7b0ffee")
+    caplog.set_level(logging.DEBUG)
+    candles = generate_ohlcv(330, seed=42, momentum=0.3, start="2025-01-01")
+    with FakeBinanceFutures(candles, clock=candles.index[300] + STEP) as fake:
+        fake.autostep = True
+        cfg = session_config(tmp_path, fake, candles.index[0], "log_to_mlflow=true")
+        run_session(cfg, candles.index[-1])
+        assert fake.orders and fake.api_keys == {"KEY-5f1c0ffee"}  # sent with every order
+    files = [tmp_path / "j.db", tmp_path / "mlflow.db", *tmp_path.rglob("mlruns/**/*")]
+    for path in files:
+        if path.is_file():
+            data = path.read_bytes()
+            assert b"KEY-5f1c0ffee" not in data and b"SECRET-9a7b0ffee" not in data, path
+    assert "5f1c0ffee" not in caplog.text and "9a7b0ffee" not in caplog.text

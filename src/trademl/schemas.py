@@ -205,6 +205,10 @@ class BrokerSettings:
             raise ConfigError(
                 "broker.type=ccxt needs broker.exchange, a ccxt exchange id (e.g. binanceusdm)"
             )
+        if self.type == "ccxt":
+            from trademl.live.ccxt_broker import credentials
+
+            credentials(self.ccxt_options, self.api_key_env, self.secret_env, self.password_env)
 
 
 @dataclass(frozen=True)

@@ -190,6 +190,7 @@ def build_runtime(cfg: DictConfig) -> tuple[LiveRuntime, SessionTracker | None]:
     )
     risk, mlflow_settings = checked["risk"], checked["mlflow"]
     feeds = [_feed(f) for f in feeds_cfg]
+    broker = _broker(checked["broker"], feeds, risk)  # before the journal: cheap refusals first
     durable = live.get("durable", "auto")
     if durable == "auto":
         durable = not all(f.replayable for f in feeds)
@@ -206,6 +207,7 @@ def build_runtime(cfg: DictConfig) -> tuple[LiveRuntime, SessionTracker | None]:
             mlflow_settings,
             checked["strategy"],
             checked["broker"],
+            broker,
         )
     except BaseException:
         journal.close()
@@ -213,7 +215,17 @@ def build_runtime(cfg: DictConfig) -> tuple[LiveRuntime, SessionTracker | None]:
 
 
 def _assemble(
-    cfg, live, symbols, feeds, journal, execution, risk, mlflow_settings, strategy, broker_cfg
+    cfg,
+    live,
+    symbols,
+    feeds,
+    journal,
+    execution,
+    risk,
+    mlflow_settings,
+    strategy,
+    broker_cfg,
+    broker,
 ):
     holding_from_model = isinstance(strategy, MLStrategy) and execution.max_holding_bars is None
     if isinstance(strategy, MLStrategy):  # first: a missing model (or store) fails fast
@@ -232,18 +244,9 @@ def _assemble(
         "cash": execution.cash / len(feeds),
         "window": live.get("window"),
     }
-    if broker_cfg.type == "ccxt":
-        from trademl.live.ccxt_broker import CcxtBroker
+    if broker is not None:
         from trademl.live.exchange_trader import ExchangeTrader
 
-        broker = CcxtBroker(
-            broker_cfg.exchange,
-            ccxt_options=dict(broker_cfg.ccxt_options or {}),
-            api_key_env=broker_cfg.api_key_env,
-            secret_env=broker_cfg.secret_env,
-            password_env=broker_cfg.password_env,
-            resend_grace=broker_cfg.resend_grace,
-        )
         session = journal.get_meta("session_id")
         if session is None:
             session = uuid.uuid4().hex[:6]
@@ -295,6 +298,26 @@ def _assemble(
         holding_from_model=holding_from_model,
     )
     return runtime, tracker
+
+
+def _broker(settings: Any, feeds: list[Feed], risk: Any) -> Any:
+    """The exchange account of ``broker.type: ccxt`` (``None`` for paper), its markets
+    checked against the feeds' symbols and the risk limits' sizes."""
+    if settings.type != "ccxt":
+        return None
+    from trademl.live.ccxt_broker import CcxtBroker
+
+    broker = CcxtBroker(
+        settings.exchange,
+        ccxt_options=dict(settings.ccxt_options or {}),
+        api_key_env=settings.api_key_env,
+        secret_env=settings.secret_env,
+        password_env=settings.password_env,
+        resend_grace=settings.resend_grace,
+    )
+    for feed in feeds:
+        broker.check_market(feed.symbol, risk.size_step, float(risk.min_size))
+    return broker
 
 
 def _check_out_of_sample(model, feeds, journal: Journal, allow: bool) -> None:

@@ -81,30 +81,12 @@ class CcxtBroker:
         import ccxt
 
         options = dict(ccxt_options or {})
-        given = [k for k in _CREDENTIAL_KEYS if k in options]
-        if given:
-            raise ConfigError(
-                f"broker.ccxt_options holds {', '.join(given)}: credentials are taken only "
-                "from environment variables (broker.api_key_env, broker.secret_env, "
-                "broker.password_env), so that they never reach a config file, a log or MLflow"
-            )
+        creds = credentials(options, api_key_env, secret_env, password_env)
         if exchange not in ccxt.exchanges:
             raise ConfigError(f"broker.exchange={exchange!r} is not a ccxt exchange id")
-        creds = {}
-        for key, env in (
-            ("apiKey", api_key_env),
-            ("secret", secret_env),
-            ("password", password_env),
-        ):
-            if env is None:
-                continue
-            value = os.environ.get(env)
-            if not value:
-                raise ConfigError(
-                    f"broker: the environment variable {env} (broker.{_ENV_KEYS[key]}) is not "
-                    f"set; export the exchange's {key} in it before starting"
-                )
-            creds[key] = value
+        # ccxt logs every request's headers (the API key among them) at DEBUG: through a
+        # logger of ours that blanks the credentials out of every record
+        options.setdefault("logger", _redacting_logger(creds.values()))
         self._ccxt, self.exchange_id = ccxt, exchange
         self.resend_grace, self.backoff, self.max_retries = resend_grace, backoff, max_retries
         self._sleep = sleep
@@ -346,6 +328,60 @@ class CcxtBroker:
 
 
 _ENV_KEYS = {"apiKey": "api_key_env", "secret": "secret_env", "password": "password_env"}
+
+
+def credentials(
+    ccxt_options: dict[str, Any] | None,
+    api_key_env: str,
+    secret_env: str,
+    password_env: str | None,
+) -> dict[str, str]:
+    """The exchange's credentials from the environment; refuses them in ``ccxt_options``
+    and names an unset variable (checked before a session starts)."""
+    given = [k for k in _CREDENTIAL_KEYS if k in (ccxt_options or {})]
+    if given:
+        raise ConfigError(
+            f"broker.ccxt_options holds {', '.join(given)}: credentials are taken only "
+            "from environment variables (broker.api_key_env, broker.secret_env, "
+            "broker.password_env), so that they never reach a config file, a log or MLflow"
+        )
+    creds = {}
+    names = {"apiKey": api_key_env, "secret": secret_env, "password": password_env}
+    for key, env in names.items():
+        if env is None:
+            continue
+        value = os.environ.get(env)
+        if not value:
+            raise ConfigError(
+                f"broker: the environment variable {env} (broker.{_ENV_KEYS[key]}) is not "
+                f"set; export the exchange's {key} in it before starting"
+            )
+        creds[key] = value
+    return creds
+
+
+class _Redact(logging.Filter):
+    """Blanks the given secrets out of every record of the logger it is on."""
+
+    def __init__(self, secrets: list[str]) -> None:
+        super().__init__()
+        self.secrets = [s for s in secrets if s]
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = record.getMessage()
+        if any(s in text for s in self.secrets):
+            for secret in self.secrets:
+                text = text.replace(secret, "***")
+            record.msg, record.args = text, None
+        return True
+
+
+def _redacting_logger(secrets) -> logging.Logger:
+    logger = logging.getLogger("trademl.live.exchange")
+    for old in [f for f in logger.filters if isinstance(f, _Redact)]:
+        logger.removeFilter(old)
+    logger.addFilter(_Redact(list(secrets)))
+    return logger
 
 
 def _describe(exc: Exception) -> str:

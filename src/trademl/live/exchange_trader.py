@@ -98,7 +98,6 @@ class ExchangeTrader(SymbolTrader):
             )
         self.exchange_stops = stops == "exchange" or (stops == "auto" and broker.exchange_stops)
         self.tag = f"tml{session[:6]}{zlib.crc32(symbol.encode()) & 0xFFFF:04x}"
-        self.broker.check_market(symbol, self.risk.size_step, float(self.risk.min_size))
         self.recover()
 
     # -- the candle ----------------------------------------------------------------------------
@@ -391,9 +390,13 @@ class ExchangeTrader(SymbolTrader):
 
     def _settle_protection(self, new, dated, events, trades, updates) -> str | None:
         """Book a stop or target the exchange triggered; cancel the other. Returns the open
-        position's entry time (``None`` once closed)."""
+        position's entry time (``None`` once closed). One request when nothing happened: the
+        account's position still equals the book's, so neither order was triggered."""
         entry_ts = self.entry_ts
         rows = self._protection_rows()
+        book = float(new[S_POS] * new[S_SIZE])
+        if rows and _same(self.broker.position(self.symbol), book):
+            return entry_ts
         for row in rows:
             result = self.broker.result(
                 self.symbol, row["client_id"], conditional=True, amount=row["amount"]
@@ -526,7 +529,7 @@ class ExchangeTrader(SymbolTrader):
         )
         if triggered:
             return  # closed by its stop or target while the session was down: booked next
-        if abs(held - book) > 1e-9 * max(1.0, abs(book)):
+        if not _same(held, book):
             raise BrokerError(
                 f"{self.symbol}: the {self.broker.exchange_id} account holds {held:+g} but the "
                 f"journal's book holds {book:+g}; a session trades only positions it opened. "
@@ -537,3 +540,8 @@ class ExchangeTrader(SymbolTrader):
 
 def _plain(meta: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in meta.items() if k != "strategy_type"}
+
+
+def _same(held: float, book: float) -> bool:
+    """The account's position equals the book's (to rounding of the exchange's decimals)."""
+    return abs(held - book) <= 1e-9 * max(1.0, abs(book))
