@@ -64,7 +64,7 @@ def session_config(tmp_path, fake: FakeBinanceFutures, first: pd.Timestamp, *ext
 
 def run_session(cfg, until: pd.Timestamp, timeout: float = 120.0):
     """Run the session in this process until it has traded the candle ``until``."""
-    runtime, _ = build_runtime(cfg)
+    runtime, tracker = build_runtime(cfg)
     trader = runtime.traders[0]
 
     async def session():
@@ -76,6 +76,8 @@ def run_session(cfg, until: pd.Timestamp, timeout: float = 120.0):
         watcher = asyncio.create_task(watch())
         summary = await asyncio.wait_for(runtime.run(), timeout)
         await watcher
+        if tracker is not None:
+            tracker.finish(summary)
         return summary
 
     try:
