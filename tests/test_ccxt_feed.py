@@ -251,6 +251,7 @@ def live_cfg(tmp_path, *feed: str):
         (["exchange: binance", "pol_interval: 1"], "pol_interval.*did you mean 'poll_interval'"),
         (["exchange: binance", "backoff: 0"], "backoff=0 must be > 0"),
         (["exchange: binance", "since: yesterday"], "since='yesterday' is not a time"),
+        (["exchange: binance", "ccxt_options: {apiKey: k}"], "holds apiKey; a feed reads public"),
     ],
 )
 def test_config_errors_are_one_line_before_anything_runs(tmp_path, feed, message):

@@ -26,11 +26,11 @@ from typing import Any
 
 from trademl.errors import ConfigError, DataError
 
-__all__ = ["BrokerError", "CcxtBroker", "OrderResult"]
+__all__ = ["CREDENTIAL_KEYS", "BrokerError", "CcxtBroker", "OrderResult", "credentials"]
 
 log = logging.getLogger("trademl.live")
 
-_CREDENTIAL_KEYS = ("apiKey", "secret", "password", "uid", "privateKey", "walletAddress", "token")
+CREDENTIAL_KEYS = ("apiKey", "secret", "password", "uid", "privateKey", "walletAddress", "token")
 
 
 class BrokerError(DataError):
@@ -338,7 +338,7 @@ def credentials(
 ) -> dict[str, str]:
     """The exchange's credentials from the environment; refuses them in ``ccxt_options``
     and names an unset variable (checked before a session starts)."""
-    given = [k for k in _CREDENTIAL_KEYS if k in (ccxt_options or {})]
+    given = [k for k in CREDENTIAL_KEYS if k in (ccxt_options or {})]
     if given:
         raise ConfigError(
             f"broker.ccxt_options holds {', '.join(given)}: credentials are taken only "

@@ -106,6 +106,15 @@ class CcxtFeed(Feed):
         check_settings(
             symbol, exchange, timeframe, poll_interval, warmup, backoff, max_backoff, since
         )
+        from trademl.live.ccxt_broker import CREDENTIAL_KEYS
+
+        given = [k for k in CREDENTIAL_KEYS if k in (ccxt_options or {})]
+        if given:
+            raise ConfigError(
+                f"feed {symbol}: ccxt_options holds {', '.join(given)}; a feed reads public "
+                "candles and needs no credentials (in a config they would reach the run's "
+                "params): remove them (the ccxt broker reads its own from the environment)"
+            )
         import ccxt
 
         self.symbol, self.exchange_id, self.timeframe = symbol, exchange, timeframe
