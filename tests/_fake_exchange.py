@@ -74,15 +74,30 @@ class FakeBinance:
         self.faults = {"dropped": 0, "errors": 0, "delayed": 0, "repeated": 0}
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
+        self._ws_clients: list[dict] = []
+        self._ws_loop = None
+        self.ws_port: int | None = None
+        self.ws_stats = {"connections": 0, "subscriptions": 0, "events": 0}
 
     # -- control -------------------------------------------------------------------------------
     def advance(self, bars: int = 1, ms: int = 0) -> None:
         with self.lock:
-            self.clock += bars * self.interval + ms
+            self._move(self.clock + bars * self.interval + ms)
 
     def set_clock(self, ts: pd.Timestamp | int) -> None:
         with self.lock:
-            self.clock = ts if isinstance(ts, int) else int(pd.Timestamp(ts).value // 1_000_000)
+            self._move(ts if isinstance(ts, int) else int(pd.Timestamp(ts).value // 1_000_000))
+
+    def _move(self, clock: int) -> None:
+        """Set the clock (under the lock); the kline stream sends what changed."""
+        events = self._kline_events(self.clock, clock)
+        self.clock = clock
+        self._ws_push(events)
+
+    def ws_drop(self) -> None:
+        """Close every kline stream connection (the client must reconnect)."""
+        for client in list(self._ws_clients):
+            self._ws_loop.call_soon_threadsafe(client["queue"].put_nowait, None)
 
     def drop(self, n: int = 1) -> None:
         """The next ``n`` requests (after the faults already queued) get no answer."""
@@ -139,8 +154,9 @@ class FakeBinance:
     def ccxt_options(self, **extra) -> dict:
         """``ccxt_options`` pointing ccxt's ``binance`` at this server, spot markets only."""
         api = f"{self.url}/api/v3"
+        ws = f"{self.ws_url}/stream/ws"  # ccxt tells spot streams by "/stream" in the url
         return {
-            "urls": {"api": {"public": api, "private": api}},
+            "urls": {"api": {"public": api, "private": api, "ws": {"spot": ws, "margin": ws}}},
             "options": {"defaultType": "spot", "fetchMarkets": ["spot"], "fetchCurrencies": False},
             "timeout": 2000,
             **extra,
@@ -167,9 +183,120 @@ class FakeBinance:
             target=self._server.serve_forever, args=(0.05,), daemon=True
         )
         self._thread.start()
+        self._ws_start()
         return self
 
+    # -- the kline stream (websocket) ---------------------------------------------------------
+    @property
+    def stream_name(self) -> str:
+        return f"{self.market_id.lower()}@kline_{self.timeframe}"
+
+    def _kline_events(self, old: int, new: int) -> list[dict]:
+        """Binance kline events for a clock move: each candle that closed (final values,
+        ``x: true``), then the one forming at the new clock (partial values)."""
+        iv, events = self.interval, []
+        closes = self.times + iv
+        for i in np.flatnonzero((closes > old) & (closes <= new)):
+            if int(self.times[i]) not in self._withheld:
+                events.append(self._kline(int(i), new, final=True))
+        j = int(np.searchsorted(self.times, new, side="right")) - 1
+        if j >= 0 and self.times[j] + iv > new:
+            events.append(self._kline(j, new, final=False))
+        return events
+
+    def _kline(self, i: int, clock: int, *, final: bool) -> dict:
+        t = int(self.times[i])
+        o, h, lo, c, v = (float(x) for x in self.values[i])
+        if not final:
+            c = (o + c) / 2
+            h, lo, v = max(o, c), min(o, c), v / 2
+        k = {"t": t, "T": t + self.interval - 1, "s": self.market_id, "i": self.timeframe}
+        k.update(f=0, L=0, o=repr(o), c=repr(c), h=repr(h), l=repr(lo), v=repr(v), n=1, x=final)
+        k.update(q="0", V="0", Q="0", B="0")
+        return {"e": "kline", "E": clock, "s": self.market_id, "k": k}
+
+    def _ws_push(self, events: list[dict]) -> None:
+        if not events or self._ws_loop is None:
+            return
+        for client in list(self._ws_clients):
+            if self.stream_name in client["streams"]:
+                for event in events:
+                    self._ws_loop.call_soon_threadsafe(client["queue"].put_nowait, event)
+                self.ws_stats["events"] += len(events)
+
+    async def _ws_handler(self, request):
+        import asyncio
+
+        from aiohttp import WSMsgType, web
+
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        client = {"queue": asyncio.Queue(), "streams": set()}
+        self._ws_clients.append(client)
+        self.ws_stats["connections"] += 1
+
+        async def writer():
+            while True:
+                message = await client["queue"].get()
+                if message is None:
+                    await ws.close()
+                    return
+                await ws.send_str(json.dumps(message))
+
+        task = asyncio.create_task(writer())
+        try:
+            async for msg in ws:
+                if msg.type != WSMsgType.TEXT:
+                    continue
+                data = json.loads(msg.data)
+                if data.get("method") == "SUBSCRIBE":
+                    client["streams"].update(data.get("params") or [])
+                    self.ws_stats["subscriptions"] += 1
+                    client["queue"].put_nowait({"result": None, "id": data.get("id")})
+        finally:
+            self._ws_clients.remove(client)
+            task.cancel()
+        return ws
+
+    def _ws_start(self) -> None:
+        import asyncio
+
+        from aiohttp import web
+
+        loop = asyncio.new_event_loop()
+        ready = threading.Event()
+
+        def run() -> None:
+            asyncio.set_event_loop(loop)
+            app = web.Application()
+            app.router.add_route("GET", "/{tail:.*}", self._ws_handler)
+            runner = web.AppRunner(app)
+            loop.run_until_complete(runner.setup())
+            site = web.TCPSite(runner, "127.0.0.1", 0)
+            loop.run_until_complete(site.start())
+            self.ws_port = site._server.sockets[0].getsockname()[1]
+            ready.set()
+            loop.run_forever()
+            loop.run_until_complete(runner.cleanup())
+            loop.close()
+
+        self._ws_thread = threading.Thread(target=run, daemon=True)
+        self._ws_thread.start()
+        ready.wait(10)
+        self._ws_loop = loop
+
+    def _ws_stop(self) -> None:
+        if self._ws_loop is not None:
+            self._ws_loop.call_soon_threadsafe(self._ws_loop.stop)
+            self._ws_thread.join(timeout=5)
+            self._ws_loop = None
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.ws_port}"
+
     def stop(self) -> None:
+        self._ws_stop()
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()

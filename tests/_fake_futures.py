@@ -92,14 +92,6 @@ class FakeBinanceFutures(FakeBinance):
         with self.lock:
             self._rejects.append((code, msg))
 
-    def advance(self, bars: int = 1, ms: int = 0) -> None:
-        with self.lock:
-            self._move(self.clock + bars * self.interval + ms)
-
-    def set_clock(self, ts: pd.Timestamp | int) -> None:
-        with self.lock:
-            self._move(ts if isinstance(ts, int) else int(pd.Timestamp(ts).value // 1_000_000))
-
     def market_orders(self) -> list[dict]:
         return [o for o in self.orders if o["type"] == "MARKET"]
 
@@ -116,6 +108,7 @@ class FakeBinanceFutures(FakeBinance):
                     "fapiPrivateV2": f"{base}/fapi/v2",
                     "fapiPrivateV3": f"{base}/fapi/v3",
                     "fapiData": f"{base}/futures/data",
+                    "ws": {"linear": f"{self.ws_url}/ws"},
                 }
             },
             "options": {"fetchMarkets": {"types": ["linear"]}, "fetchCurrencies": False},
@@ -137,7 +130,7 @@ class FakeBinanceFutures(FakeBinance):
             (self.times + self.interval > self.clock) & (self.times + self.interval <= clock)
         ):
             self._match(int(i))
-        self.clock = clock
+        super()._move(clock)
 
     def _match(self, i: int) -> None:
         o, h, lo, _c, _v = (float(x) for x in self.values[i])

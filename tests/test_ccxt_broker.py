@@ -48,7 +48,7 @@ def session_config(tmp_path, fake: FakeBinanceFutures, first: pd.Timestamp, *ext
             "risk.size_step=0.001",
             "risk.min_size=0.001",
             f"feeds=[{{symbol: '{SYMBOL}', type: ccxt, exchange: binanceusdm, timeframe: 1h, "
-            f"since: '{first}', poll_interval: 0.002, backoff: 0.01}}]",
+            f"since: '{first}', poll_interval: 0.002, backoff: 0.01, stream: rest}}]",
             *extra,
         ],
         "live",
@@ -173,7 +173,8 @@ def _cli_args(tmp_path, fake, first, journal) -> list[str]:
         "risk.size_step=0.001",
         "risk.min_size=0.001",
         f"feeds=[{{symbol: '{SYMBOL}', type: ccxt, exchange: binanceusdm, timeframe: 1h, "
-        f"since: '{first}', poll_interval: 0.002, backoff: 0.01, ccxt_options: {options}}}]",
+        f"since: '{first}', poll_interval: 0.002, backoff: 0.01, stream: rest, "
+        f"ccxt_options: {options}}}]",
         "hydra/job_logging=none",
         "hydra/hydra_logging=none",
         f"hydra.run.dir={tmp_path}/out",

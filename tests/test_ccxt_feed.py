@@ -37,6 +37,7 @@ def fake(series):
 def make_feed(fake: FakeBinance, **kwargs) -> CcxtFeed:
     options = kwargs.pop("ccxt_options", None) or fake.ccxt_options()
     settings = {"poll_interval": 0.01, "backoff": 0.01, "max_backoff": 0.05, **kwargs}
+    settings.setdefault("stream", "rest")  # the REST tests; the websocket ones say so
     return CcxtFeed("BTC/USDT", exchange="binance", ccxt_options=options, **settings)
 
 
@@ -321,7 +322,8 @@ def test_a_live_session_on_the_fake_exchange_trades_as_the_backtest(tmp_path):
                 "live.window=null",
                 "live.durable=false",
                 "feeds=[{symbol: BTC/USDT, type: ccxt, exchange: binance, timeframe: 1h, "
-                f"since: '{candles.index[0]}', poll_interval: 0.01, backoff: 0.01}}]",
+                f"since: '{candles.index[0]}', poll_interval: 0.01, backoff: 0.01, "
+                "stream: rest}]",
             ],
             "live",
         )
@@ -371,3 +373,38 @@ def test_a_live_session_on_the_fake_exchange_trades_as_the_backtest(tmp_path):
     pd.testing.assert_frame_equal(live[cols], bt[cols], check_dtype=False)
     for col in ("size", "entry_price", "exit_price", "pnl", "fees"):
         np.testing.assert_allclose(live[col], bt[col], rtol=1e-9)
+
+
+def test_websocket_candles_equal_the_served_ones_through_reconnects(fake, series):
+    """stream=websocket: REST up to now, then the kline stream; 3 dropped connections are
+    caught up over REST; every candle once, in order, with its final values."""
+    fake.set_clock(series.index[1100] + pd.Timedelta("20min"))
+    feed = make_feed(fake, stream="websocket")
+    assert feed.websocket
+
+    async def run():
+        async def mover():
+            for k in range(60):
+                await asyncio.sleep(0.02)
+                fake.advance(1)
+                if k in (15, 30, 45):
+                    fake.ws_drop()
+
+        task = asyncio.create_task(mover())
+        got = await collect(feed, series.index[1150], after=series.index[999])
+        await task
+        return got
+
+    got = frame(asyncio.run(run()))
+    expected = series.loc[series.index[1000] : series.index[1150]]
+    pd.testing.assert_frame_equal(got, expected, check_freq=False)
+    assert feed.stats["errors"] == 3 and fake.ws_stats["connections"] == 4
+    # most candles came over the stream, not from polls (3 catch-ups, 1 per reconnect)
+    assert fake.ws_stats["events"] > 50 and fake.klines_requests() <= 8
+
+
+def test_stream_settings_are_checked_before_any_network(tmp_path):
+    with pytest.raises(ConfigError, match="stream='ws' must be auto, websocket or rest"):
+        CcxtFeed("BTC/USD", exchange="bitstamp", stream="ws")
+    with pytest.raises(ConfigError, match="offers no watch_ohlcv for bitstamp"):
+        CcxtFeed("BTC/USD", exchange="bitstamp", stream="websocket")

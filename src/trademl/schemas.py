@@ -513,7 +513,7 @@ def _ccxt_feed(i: int, feed: Mapping[str, Any]) -> FeedSettings:
 
     keys = {k: v for k, v in feed.items() if k != "type" and (k != "path" or v is not None)}
     check_mapping(f"feeds.{i}", keys, CcxtFeed)
-    names = ("poll_interval", "warmup", "backoff", "max_backoff", "since")
+    names = ("poll_interval", "warmup", "backoff", "max_backoff", "since", "stream")
     check_settings(
         keys["symbol"],
         keys["exchange"],

@@ -12,8 +12,15 @@ raised after the good candles before it, never passed on. A missing candle (a ho
 exchange's answer) is waited for ``gap_wait`` polls; if it is still missing the feed goes on
 past it and counts the gap.
 
-ccxt is imported when a feed is built, never by ``import trademl``. Websocket streaming
-(``ccxt.pro`` ``watch_ohlcv``) is not implemented: the feed polls REST.
+With ``stream: websocket`` (``auto``, the default, where ``ccxt.pro`` offers ``watch_ohlcv``
+for the exchange) the feed first catches up over REST, then takes candles from the exchange's
+kline stream: a candle is closed once an update of a later candle arrives, and is delivered
+with the last values the stream gave it, checked and de-duplicated as above. A hole between
+the last candle delivered and the stream's (a reconnection, a candle that closed while
+subscribing) is paged in over REST before anything newer; a stream error backs off as above,
+catches up over REST and subscribes again.
+
+ccxt is imported when a feed is built, never by ``import trademl``.
 """
 
 from __future__ import annotations
@@ -81,6 +88,9 @@ class CcxtFeed(Feed):
         ``max_backoff``.
     gap_wait
         Polls to wait for a missing candle before going on without it.
+    stream
+        ``websocket`` (candles from ``ccxt.pro``'s ``watch_ohlcv``), ``rest`` (polling) or
+        ``auto``: websocket where the installed ccxt offers it for the exchange.
     max_retries
         Attempts of ``history`` and of loading the markets before giving up with a
         ``DataError`` (``candles`` retries without end: a live session outlives outages).
@@ -102,9 +112,10 @@ class CcxtFeed(Feed):
         max_backoff: float = 60.0,
         gap_wait: int = 3,
         max_retries: int = 5,
+        stream: str = "auto",
     ) -> None:
         check_settings(
-            symbol, exchange, timeframe, poll_interval, warmup, backoff, max_backoff, since
+            symbol, exchange, timeframe, poll_interval, warmup, backoff, max_backoff, since, stream
         )
         from trademl.live.ccxt_broker import CREDENTIAL_KEYS
 
@@ -126,7 +137,14 @@ class CcxtFeed(Feed):
         self.stats = {"polls": 0, "errors": 0, "duplicates": 0, "gaps": 0}
         self._ccxt = ccxt
         self._permanent = tuple(getattr(ccxt, name) for name in _PERMANENT)
-        self._ex = getattr(ccxt, exchange)({**(ccxt_options or {}), "enableRateLimit": True})
+        self._options = {**(ccxt_options or {}), "enableRateLimit": True}
+        self._ex = getattr(ccxt, exchange)(self._options)
+        self.websocket = stream != "rest" and _has_watch(exchange)
+        if stream == "websocket" and not self.websocket:
+            raise ConfigError(
+                f"feed {symbol}: stream=websocket, but the installed ccxt offers no watch_ohlcv "
+                f"for {exchange}; use stream=rest (or auto)"
+            )
         offered = getattr(self._ex, "timeframes", None) or {}
         if offered and timeframe not in offered:
             raise ConfigError(
@@ -263,6 +281,14 @@ class CcxtFeed(Feed):
         return frame
 
     async def candles(self, after: pd.Timestamp | None = None) -> AsyncIterator[Candle]:
+        source = self._stream_candles(after) if self.websocket else self._rest_candles(after)
+        async for candle in source:
+            yield candle
+
+    async def _rest_candles(
+        self, after: pd.Timestamp | None, *, catch_up: bool = False
+    ) -> AsyncIterator[Candle]:
+        """Polled candles; ``catch_up``: return once an answer brings nothing more."""
         last = after
         if last is None:
             now = await asyncio.to_thread(
@@ -330,7 +356,69 @@ class CcxtFeed(Feed):
                 cursor = _ms(last) + self.step
             if ready and len(rows) >= PAGE:  # catching up: the next page at once
                 continue
+            if catch_up and not gap_polls:
+                return
             await asyncio.sleep(self.poll_interval)
+
+    async def _stream_candles(self, after: pd.Timestamp | None) -> AsyncIterator[Candle]:
+        """REST up to now, then the websocket kline stream (see the module docstring)."""
+        import ccxt.pro
+
+        last = after
+        async for candle in self._rest_candles(last, catch_up=True):
+            yield candle
+            last = candle.timestamp
+        pro = getattr(ccxt.pro, self.exchange_id)(self._options)
+        seen: dict[int, list] = {}  # timestamp: the stream's latest values of that candle
+        delay = self.backoff
+        try:
+            while True:
+                try:
+                    rows = await pro.watch_ohlcv(self.symbol, self.timeframe)
+                except self._permanent as exc:
+                    raise DataError(
+                        f"feed {self.symbol}: {self.exchange_id} refused the kline stream: "
+                        f"{self._describe(exc)}"
+                    ) from exc
+                except self._ccxt.BaseError as exc:
+                    self.stats["errors"] += 1
+                    log.warning(
+                        "feed %s: stream %s; reconnecting in %.3g s, then backfilling over REST",
+                        self.symbol,
+                        self._describe(exc),
+                        delay,
+                    )
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, self.max_backoff)
+                    seen.clear()  # a candle's last values may have been lost: REST has them
+                    async for candle in self._rest_candles(last, catch_up=True):
+                        yield candle
+                        last = candle.timestamp
+                    continue
+                delay = self.backoff
+                self.stats["polls"] += 1
+                for row in rows:
+                    seen[int(row[0])] = list(row[:6])
+                newest = max(seen)
+                closed = [seen.pop(ts) for ts in sorted(seen) if ts < newest]
+                if last is not None:
+                    closed = [r for r in closed if r[0] > _ms(last)]
+                if not closed:
+                    continue
+                if _ms(last) + self.step < closed[0][0] if last is not None else False:
+                    # a hole before the stream's first candle: page it in first
+                    async for candle in self._rest_candles(last, catch_up=True):
+                        yield candle
+                        last = candle.timestamp
+                    closed = [r for r in closed if r[0] > _ms(last)]
+                new, bad = self._good_prefix(closed + [[newest, 0, 0, 0, 0, 0]], None, last)
+                for candle in _rows(self.symbol, new):
+                    yield candle
+                    last = candle.timestamp
+                if bad is not None:
+                    raise bad
+        finally:
+            await pro.close()
 
 
 def _contiguous(new: pd.DataFrame, last: pd.Timestamp | None, step: int) -> int:
@@ -357,10 +445,17 @@ def check_settings(
     backoff: float = 1.0,
     max_backoff: float = 60.0,
     since: str | None = None,
+    stream: str = "auto",
 ) -> None:
     """The checks that need no network: a known exchange id, a parseable timeframe, a
     symbol, positive intervals, a readable ``since`` (a ``ConfigError`` naming the key)."""
     import ccxt
+
+    if stream not in ("auto", "websocket", "rest"):
+        raise ConfigError(
+            f"feed {symbol}: stream={stream!r} must be auto, websocket or rest"
+            f"{did_you_mean(str(stream), ['auto', 'websocket', 'rest'])}"
+        )
 
     if not symbol or not str(symbol).strip():
         raise ConfigError("feed: a ccxt feed needs a symbol, e.g. BTC/USDT")
@@ -392,3 +487,13 @@ def check_settings(
             raise ConfigError(
                 f"feed {symbol}: since={since!r} is not a time, e.g. 2025-01-01T00:00:00Z"
             ) from exc
+
+
+def _has_watch(exchange: str) -> bool:
+    """Whether the installed ccxt streams ``exchange``'s candles (``ccxt.pro``)."""
+    try:
+        import ccxt.pro
+    except ImportError:  # pragma: no cover - ccxt >= 4 ships ccxt.pro
+        return False
+    cls = getattr(ccxt.pro, exchange, None)
+    return cls is not None and bool(cls().has.get("watchOHLCV"))
