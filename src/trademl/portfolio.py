@@ -94,12 +94,13 @@ def shared_step(states, i, out, o, h, lo, c, sig, sl_dist, tp_dist, decide, para
     ``states`` holds every symbol's book (rows in the symbols' alphabetical order, each
     started with 0 cash: its P&L); ``cash`` is the pool's starting cash and ``gross`` the
     ``risk.max_gross_exposure``. See the module docstring for the rule. Returns the number of
-    trades written to ``out`` and what became of the signal (``ORDER_*``).
+    trades written to ``out``, what became of the signal (``ORDER_*``) and the size the
+    risk rule asked for before the exposure cap (0.0 when no order was wanted).
     """
     state = states[i]
     k = advance(state, out, o, h, lo, c, params)
     if not (decide and wants_order(state, sig, sl_dist, params)):
-        return k, ORDER_NONE
+        return k, ORDER_NONE, 0.0
     equity = cash
     others = 0.0
     for j in range(states.shape[0]):
@@ -110,19 +111,19 @@ def shared_step(states, i, out, o, h, lo, c, sig, sl_dist, tp_dist, decide, para
         equity, c, sl_dist, params[0], params[1], params[2], params[3], params[4], params[5]
     )
     if sz <= 0.0:
-        return k, ORDER_NONE
+        return k, ORDER_NONE, 0.0
     room = gross * equity - others
     if sz * c <= room:
         place_order(state, sig, sz, c, sl_dist, tp_dist)
-        return k, ORDER_PLACED
+        return k, ORDER_PLACED, sz
     fit = room / c if room > 0.0 else 0.0
     size_step = params[4]
     if size_step > 0.0:
         fit = np.floor(fit / size_step) * size_step
     if fit <= 0.0 or fit < params[2]:
-        return k, ORDER_REJECTED
+        return k, ORDER_REJECTED, sz
     place_order(state, sig, fit, c, sl_dist, tp_dist)
-    return k, ORDER_REDUCED
+    return k, ORDER_REDUCED, sz
 
 
 @njit(cache=True)
@@ -147,7 +148,7 @@ def _simulate(
         last = offsets[j + 1] - offsets[j] - 1
         decide = r >= starts[j] and r < last
         if shared:
-            m, status = shared_step(
+            m, status, _ = shared_step(
                 states,
                 j,
                 buf,

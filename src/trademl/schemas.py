@@ -159,8 +159,17 @@ class LiveSettings:
     close_at_end: bool = True
     allow_in_sample: bool = False
     durable: str | bool = "auto"
+    portfolio: str = "per_symbol"
 
     def __post_init__(self) -> None:
+        modes = ["per_symbol", "shared"]
+        if self.portfolio not in modes:
+            hint = did_you_mean(str(self.portfolio), modes)
+            raise ConfigError(
+                f"live.portfolio={self.portfolio!r} is not valid: choose per_symbol (each "
+                "symbol trades backtest.cash / N on its own) or shared (one cash pool for all "
+                f"symbols, as PortfolioBacktest(portfolio='shared')){hint}"
+            )
         if self.window is not None and self.window < 2:
             raise ConfigError(
                 f"live.window={self.window!r} must be an integer >= 2 (bars of history the "

@@ -24,6 +24,7 @@ from trademl.errors import ConfigError, exit_on_user_error
 from trademl.live.ccxt_feed import CcxtFeed
 from trademl.live.feeds import Feed, FollowFeed, ReplayFeed
 from trademl.live.journal import Journal
+from trademl.live.portfolio import SharedCash, check_journal_portfolio
 from trademl.live.runtime import Execution, LiveRuntime, LiveSummary, SymbolTrader
 from trademl.periods import check_window
 from trademl.strategies import MLStrategy, ScalpingEMARSI
@@ -220,6 +221,9 @@ def _assemble(cfg, live, symbols, feeds, journal, execution, risk, mlflow_settin
         _check_out_of_sample(model, feeds, journal, bool(live.get("allow_in_sample")))
         if holding_from_model:  # the model's label horizon, as in a backtest
             execution = dataclasses.replace(execution, max_holding_bars=strategy.max_holding_bars)
+    mode = live.get("portfolio", "per_symbol")
+    check_journal_portfolio(journal, mode, symbols, execution.cash)
+    pool = SharedCash(execution.cash, risk.max_gross_exposure) if mode == "shared" else None
     log_run = bool(cfg.get("log_to_mlflow", True))
     settings, experiment_id = setup_tracking(mlflow_settings) if log_run else (None, None)
     traders = [
@@ -230,11 +234,14 @@ def _assemble(cfg, live, symbols, feeds, journal, execution, risk, mlflow_settin
             journal,
             risk=risk,
             execution=execution,
-            cash=execution.cash / len(feeds),
+            cash=execution.cash / len(feeds) if pool is None else 0.0,  # shared: its P&L
             window=live.get("window"),
+            pool=pool,
         )
         for f in feeds
     ]
+    if pool is not None:
+        pool.attach(traders)
     tracker = None
     if log_run:
         params = config_params(cfg)
@@ -264,6 +271,7 @@ def _assemble(cfg, live, symbols, feeds, journal, execution, risk, mlflow_settin
         close_at_end=bool(live.get("close_at_end", True)),
         allow_in_sample=bool(live.get("allow_in_sample")),
         holding_from_model=holding_from_model,
+        pool=pool,
     )
     return runtime, tracker
 
