@@ -297,7 +297,7 @@ class PortfolioBacktest:
         sl = cat(lambda _, f: f["sl_distance"], np.float64)
         tp = cat(lambda _, f: f["tp_distance"], np.float64)
         # events: every (symbol, row), by timestamp then symbol (a stable sort keeps the order)
-        stamps = np.concatenate([b.data.index.asi8 for b in books])
+        stamps = np.concatenate([b.data.index.as_unit("ns").asi8 for b in books])
         ev_sym = np.repeat(np.arange(len(books), dtype=np.int64), lengths)
         ev_row = np.concatenate([np.arange(n, dtype=np.int64) for n in lengths])
         order = np.argsort(stamps, kind="stable")
@@ -323,7 +323,9 @@ class PortfolioBacktest:
             float(self.risk.max_gross_exposure),
             params,
         )
-        union = pd.DatetimeIndex(pd.to_datetime(stamps[ev_end], utc=True), name="timestamp")
+        union = pd.DatetimeIndex(
+            pd.to_datetime(stamps[ev_end], unit="ns", utc=True), name="timestamp"
+        )
         begin = min(b.data.index[b.start] for b in books)
         port = pd.Series(portfolio, index=union, name="equity").loc[begin:]
         sym_eq, sym_pos, held = {}, {}, []
