@@ -328,3 +328,76 @@ def test_a_journal_is_resumed_only_with_its_portfolio_settings(csvs, tmp_path):
     cfg = compose_config(_live_overrides(csvs, shared, "live.portfolio=shared"), config_name="live")
     with pytest.raises(ConfigError, match="symbols"):  # a third symbol: another pool
         build_runtime(cfg)
+
+
+# -- trademl backtest with several symbols -----------------------------------------------------
+
+
+def _symbols_override(paths) -> str:
+    return "backtest.symbols={" + ",".join(f"{s}:'{p}'" for s, p in paths.items()) + "}"
+
+
+def test_trademl_backtest_with_several_symbols_is_the_portfolio_backtest(csvs, store):
+    from trademl.backtest_run import run_backtest
+    from trademl.portfolio_run import run_portfolio_backtest
+
+    from .conftest import client_for
+
+    overrides = [
+        f"mlflow.tracking_uri={store['uri']}",
+        f"mlflow.artifact_root={store['artifacts']}",
+        "strategy=scalping_ema_rsi",
+        "backtest.start=null",
+        _symbols_override(csvs),
+        "backtest.portfolio=shared",
+    ]
+    out = run_portfolio_backtest(compose_config(overrides, config_name="backtest"))
+    _same_trades(out.result.trades, _shared_backtest(csvs).trades)
+    assert out.notes == ["the statistical safeguards are not computed for a portfolio backtest"]
+    run = client_for(store).get_run(out.run_id)
+    assert run.data.tags["portfolio"] == "shared"
+    assert run.data.tags["symbols"] == "BTCUSDT,ETHUSDT,SOLUSDT"
+    assert run.data.metrics["orders_reduced"] == out.result.metrics["orders_reduced"] > 0
+    arts = {a.path for a in client_for(store).list_artifacts(out.run_id, "portfolio")}
+    assert arts == {
+        f"portfolio/{f}" for f in ("trades.csv", "equity.csv", "orders.csv", "equity_curve.png")
+    }
+    # per_symbol: the books of cash / N
+    cfg = compose_config(
+        [*overrides[:-1], "backtest.portfolio=per_symbol", "log_to_mlflow=false"],
+        config_name="backtest",
+    )
+    per = run_portfolio_backtest(cfg).result
+    assert per.settings["portfolio"] == "per_symbol" and per.metrics["orders_reduced"] == 0
+    # run_backtest does not ignore the symbols
+    with pytest.raises(ConfigError, match="backtest.symbols is set"):
+        run_backtest(cfg)
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["backtest.portfolio=both"], "backtest.portfolio='both' is not valid"),
+        (["backtest.symbols={A: /nonexistent.csv}"], "backtest.symbols.A=/nonexistent.csv"),
+        (["backtest.symbols=[a.csv]"], "must map each symbol to its candle file"),
+        (["data=csv", "data.path=x.csv", "backtest.symbols={A: x.csv}"], "not both"),
+    ],
+)
+def test_bad_backtest_symbols_are_refused(extra, message, tmp_path, monkeypatch):
+    from trademl.portfolio_run import run_portfolio_backtest
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "x.csv").write_text("timestamp,open,high,low,close,volume\n")
+    cfg = compose_config(
+        ["strategy=scalping_ema_rsi", "log_to_mlflow=false", *extra], config_name="backtest"
+    )
+    with pytest.raises((ConfigError, DataError), match=message):
+        run_portfolio_backtest(cfg)
+
+
+def test_live_refuses_backtest_portfolio_keys(csvs, tmp_path):
+    cfg = compose_config(
+        _live_overrides(csvs, tmp_path / "j.db", "backtest.portfolio=shared"), config_name="live"
+    )
+    with pytest.raises(ConfigError, match="trademl live reads live.portfolio"):
+        build_runtime(cfg)

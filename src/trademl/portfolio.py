@@ -228,7 +228,8 @@ class PortfolioBacktest:
         ``"shared"`` (one cash pool; see the module docstring) or ``"per_symbol"`` (each symbol
         trades ``cash / N``, exactly as N single backtests).
     cash, risk, fees_bps, slippage_bps, on_opposite, max_holding_bars, start, periods_per_year
-        As :class:`~trademl.backtest.Backtest`; ``start`` (a timestamp) applies to every symbol.
+        As :class:`~trademl.backtest.Backtest`; ``start`` (a timestamp) applies to every symbol,
+        or ``{symbol: timestamp or None}`` gives each its own.
     """
 
     def __init__(
@@ -249,7 +250,15 @@ class PortfolioBacktest:
         check_choice("portfolio", portfolio, PORTFOLIO_MODES)
         if not isinstance(data, Mapping) or not data:
             raise ConfigError("PortfolioBacktest data must be a non-empty {symbol: candles}")
-        if isinstance(start, int | np.integer) and not isinstance(start, bool):
+        starts = dict(start) if isinstance(start, Mapping) else dict.fromkeys(data, start)
+        if set(starts) != set(data):
+            raise ConfigError(
+                f"PortfolioBacktest start names {sorted(starts)}, the data {sorted(data)}: "
+                "give a start for each symbol (None for its first bar)"
+            )
+        if any(
+            isinstance(v, int | np.integer) and not isinstance(v, bool) for v in starts.values()
+        ):
             raise ConfigError(
                 f"PortfolioBacktest start={start!r}: give a timestamp (row positions differ "
                 "between symbols)"
@@ -271,7 +280,7 @@ class PortfolioBacktest:
                 slippage_bps=slippage_bps,
                 on_opposite=on_opposite,
                 max_holding_bars=max_holding_bars,
-                start=start,
+                start=starts[s],
                 periods_per_year=periods_per_year,
             )
             for s in self.symbols
