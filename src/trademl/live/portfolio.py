@@ -154,13 +154,12 @@ def check_journal_portfolio(journal: Journal, mode: str, symbols: list[str], cas
     settings = {"mode": mode}
     if mode == "shared":
         settings.update(cash=float(cash), symbols=sorted(symbols))
+    if not len(journal.books()):  # nothing traded yet: this session's settings
+        journal.set_meta("portfolio", json.dumps(settings))
+        return
     recorded = journal.get_meta("portfolio")
-    if recorded is None:
-        if not len(journal.books()):
-            journal.set_meta("portfolio", json.dumps(settings))
-            return
-        recorded = json.dumps({"mode": "per_symbol"})  # written before live.portfolio existed
-    before = json.loads(recorded)
+    # a journal written before live.portfolio existed holds per_symbol books
+    before = json.loads(recorded) if recorded is not None else {"mode": "per_symbol"}
     if before == settings or (mode == "per_symbol" and before.get("mode") == "per_symbol"):
         return
     raise ConfigError(

@@ -17,6 +17,9 @@ exactly the backtest's trades. When a finite feed ends, open positions are close
 close (as in the backtester). SIGINT/SIGTERM stop after the candle in hand; a restart with the
 same journal resumes after the last committed candle. The model is reloaded when the
 configured stage/alias moves to another version (checked every ``reload_interval`` seconds).
+
+With ``live.portfolio=shared`` the books share one cash pool instead, and one task trades the
+feeds through a barrier across the symbols (:mod:`trademl.live.portfolio`).
 """
 
 from __future__ import annotations
