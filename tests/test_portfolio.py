@@ -401,3 +401,35 @@ def test_live_refuses_backtest_portfolio_keys(csvs, tmp_path):
     )
     with pytest.raises(ConfigError, match="trademl live reads live.portfolio"):
         build_runtime(cfg)
+
+
+def test_a_book_journaled_before_the_mark_slot_is_resumed(csvs, tmp_path):
+    """Books written before S_MARK existed have 14 numbers: a resume appends the last close
+    (the compiled step writes that slot) and trades on exactly as an uninterrupted session."""
+    path = csvs["BTCUSDT"]
+    half = tmp_path / "BTCUSDT.csv"
+    pd.read_csv(path).head(300).to_csv(half, index=False)
+    keep = ["live.close_at_end=false"]
+    old = tmp_path / "old.db"
+    run_live(compose_config(_live_overrides({"BTCUSDT": half}, old, *keep), config_name="live"))
+    with sqlite3.connect(old) as db:
+        (state,) = db.execute("SELECT state FROM books").fetchone()
+        db.execute("UPDATE books SET state = ?", (json.dumps(json.loads(state)[:14]),))
+        db.execute("DELETE FROM meta WHERE key = 'portfolio'")  # as an older trademl wrote it
+    resumed = run_live(
+        compose_config(_live_overrides({"BTCUSDT": path}, old, *keep), config_name="live")
+    )
+    whole = run_live(
+        compose_config(
+            _live_overrides({"BTCUSDT": path}, tmp_path / "whole.db", *keep), config_name="live"
+        )
+    )
+    assert resumed.candles == 300  # the second half only
+    pd.testing.assert_frame_equal(
+        resumed.trades.drop(columns="id"), whole.trades.drop(columns="id")
+    )
+    done = Journal(old)
+    try:
+        assert len(json.loads(done.books()["state"][0])) == 15
+    finally:
+        done.close()
