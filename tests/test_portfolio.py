@@ -240,6 +240,28 @@ def test_shared_live_replay_of_three_symbols_equals_the_shared_backtest(csvs, tm
         done.close()
 
 
+def test_a_slow_feed_holds_the_others_back(csvs, tmp_path):
+    """ETHUSDT's candles come 2 ms apart, the others' at once: the barrier still trades every
+    candle of a timestamp (in symbol order) before any later one, so the journal's commits are
+    in timestamp order and the trades are the shared backtest's."""
+    journal = tmp_path / "j.db"
+    slow = f"+feeds.{list(csvs).index('ETHUSDT')}.delay=0.002"
+    cfg = compose_config(
+        _live_overrides(csvs, journal, "live.portfolio=shared", slow), config_name="live"
+    )
+    summary = run_live(cfg)
+    _same_trades(summary.trades, _shared_backtest(csvs).trades)
+    done = Journal(journal)
+    try:
+        events = done.events()
+    finally:
+        done.close()
+    stamps = pd.to_datetime(events["bar_ts"], utc=True)
+    assert stamps.is_monotonic_increasing
+    same = stamps.eq(stamps.shift())
+    assert (events["symbol"][same] >= events["symbol"].shift()[same]).all()
+
+
 def _run_cli(args):
     return subprocess.Popen(
         [sys.executable, "-m", "trademl.cli", "live", *args],
