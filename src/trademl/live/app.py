@@ -317,9 +317,12 @@ def main(cfg: DictConfig) -> None:
     with exit_on_user_error():
         summary = run_live(cfg)
     lat = summary.latency_ms
+    equity = dict(summary.equity)
+    pool = equity.pop("portfolio", None)  # live.portfolio=shared: the books hold P&L
     print(
-        f"{summary.candles} candles, {len(summary.trades)} trades; equity "
-        + ", ".join(f"{k} {v:.2f}" for k, v in summary.equity.items())
+        f"{summary.candles} candles, {len(summary.trades)} trades; "
+        + ("equity " if pool is None else f"portfolio equity {pool:.2f}, P&L ")
+        + ", ".join(f"{k} {v:.2f}" for k, v in equity.items())
         + (
             f"; decision latency p50 {lat['p50']:.2f} ms, p95 {lat['p95']:.2f} ms, p99 "
             f"{lat['p99']:.2f} ms"
