@@ -306,6 +306,7 @@ def test_kill_9_of_a_shared_replay_resumes_to_the_same_trades(csvs, tmp_path):
     assert kills >= 2
     proc = _run_cli(args)
     assert proc.wait(timeout=120) == 0, proc.stderr.read()
+    assert "; portfolio equity " in proc.stdout.read()  # the books hold each symbol's P&L
     done = Journal(crashed)
     try:
         trades, fills = done.trades(), done.events("fill")
