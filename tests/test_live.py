@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import sqlite3
@@ -16,6 +17,7 @@ import pytest
 
 from trademl import ConfigError, DataError, ModelError, generate_ohlcv
 from trademl._hydra import compose_config
+from trademl.backtest import S_BAR
 from trademl.backtest_run import run_backtest
 from trademl.live.app import build_runtime, run_live
 from trademl.live.journal import Journal
@@ -204,7 +206,7 @@ def _committed(journal: Path) -> int:
             row = db.execute("SELECT state FROM books").fetchone()
     except sqlite3.OperationalError:
         return 0
-    return 0 if row is None else int(float(row[0].split(",")[-1].strip(" ]")) + 1)
+    return 0 if row is None else int(json.loads(row[0])[S_BAR]) + 1
 
 
 @pytest.mark.slow

@@ -50,6 +50,7 @@ _LAZY = {
     "RiskEngine": "trademl.risk",
     "RiskConfig": "trademl.risk",
     "Backtest": "trademl.backtest",
+    "PortfolioBacktest": "trademl.portfolio",
     "check_lookahead": "trademl.lookahead",
     "LookaheadReport": "trademl.lookahead",
     "compute_safeguards": "trademl.safeguards",

@@ -49,10 +49,13 @@ from trademl.risk import RiskConfig
 __all__ = [
     "Backtest",
     "BacktestResult",
+    "advance",
     "close_out",
     "fill_params",
     "new_state",
+    "place_order",
     "step",
+    "wants_order",
 ]
 
 _TRADE_COLUMNS = (
@@ -71,8 +74,8 @@ _TRADE_COLUMNS = (
 # Position state of one instrument, a float64 vector shared by the backtester's loop and the
 # live runtime (which journals it after every candle).
 S_CASH, S_POS, S_SIZE, S_ENTRY, S_STOP, S_TARGET, S_ENTRY_FEE, S_ENTRY_I = range(8)
-S_PEND, S_PEND_SIZE, S_PEND_STOP, S_PEND_TARGET, S_EQUITY, S_BAR = range(8, 14)
-STATE_SIZE = 14
+S_PEND, S_PEND_SIZE, S_PEND_STOP, S_PEND_TARGET, S_EQUITY, S_BAR, S_MARK = range(8, 15)
+STATE_SIZE = 15  # S_MARK (the last close) came last: a 14-long journaled book lacks only it
 
 
 @njit(cache=True)
@@ -82,6 +85,7 @@ def new_state(cash: float) -> np.ndarray:
     state[S_CASH] = state[S_EQUITY] = cash
     state[S_ENTRY_I] = -1.0
     state[S_BAR] = -1.0
+    state[S_MARK] = np.nan
     return state
 
 
@@ -130,25 +134,11 @@ def _close(state, out, k, t, px, fee_rate, reason):
 
 
 @njit(cache=True, inline="always")
-def step(state, out, o, h, lo, c, sig, sl_dist, tp_dist, decide, params):
-    """Advance ``state`` by one closed bar; closed trades go to ``out`` (2 rows at most).
-
-    In order: fill a pending order at the open (closing first on a reversal), check the
-    position's stop/target/time exit within the bar, mark to market at the close, and, if
-    ``decide``, turn the bar's signal into a pending order for the next open. Returns the
-    number of trades written.
-    """
-    (
-        risk_fraction,
-        max_fraction,
-        min_size,
-        max_size,
-        size_step,
-        fee_rate,
-        slippage,
-        reverse,
-        max_hold,
-    ) = params
+def advance(state, out, o, h, lo, c, params):
+    """The first part of :func:`step`: fill a pending order at the open (closing first on a
+    reversal), check the position's stop/target/time exit within the bar and mark to market at
+    the close (``S_EQUITY``, ``S_MARK``). Returns the number of trades written to ``out``."""
+    fee_rate, slippage, max_hold = params[5], params[6], params[8]
     t = state[S_BAR] + 1.0
     state[S_BAR] = t
     k = 0
@@ -186,14 +176,50 @@ def step(state, out, o, h, lo, c, sig, sl_dist, tp_dist, decide, params):
     if pos != 0.0:
         equity += pos * state[S_SIZE] * (c - state[S_ENTRY])
     state[S_EQUITY] = equity
-    if decide and sig != 0 and (pos == 0.0 or (reverse and sig == -pos)) and sl_dist > 0.0:
+    state[S_MARK] = c
+    return k
+
+
+@njit(cache=True, inline="always")
+def wants_order(state, sig, sl_dist, params):
+    """Whether the bar's signal asks for a new order: a side while flat, or the opposite side
+    of the position when reversing; with a positive stop distance."""
+    pos = state[S_POS]
+    return sig != 0 and (pos == 0.0 or (params[7] and sig == -pos)) and sl_dist > 0.0
+
+
+@njit(cache=True, inline="always")
+def place_order(state, sig, sz, c, sl_dist, tp_dist):
+    """A pending order of ``sz`` units for the next open, with its stop and target levels."""
+    state[S_PEND], state[S_PEND_SIZE] = sig, sz
+    state[S_PEND_STOP] = c - sig * sl_dist
+    state[S_PEND_TARGET] = c + sig * tp_dist if tp_dist > 0.0 else 0.0
+
+
+@njit(cache=True, inline="always")
+def step(state, out, o, h, lo, c, sig, sl_dist, tp_dist, decide, params):
+    """Advance ``state`` by one closed bar; closed trades go to ``out`` (2 rows at most).
+
+    In order: fill a pending order at the open (closing first on a reversal), check the
+    position's stop/target/time exit within the bar, mark to market at the close, and, if
+    ``decide``, turn the bar's signal into a pending order for the next open, sized on this
+    book's equity. Returns the number of trades written.
+    """
+    k = advance(state, out, o, h, lo, c, params)
+    if decide and wants_order(state, sig, sl_dist, params):
         sz = position_size(
-            equity, c, sl_dist, risk_fraction, max_fraction, min_size, max_size, size_step, fee_rate
+            state[S_EQUITY],
+            c,
+            sl_dist,
+            params[0],
+            params[1],
+            params[2],
+            params[3],
+            params[4],
+            params[5],
         )
         if sz > 0.0:
-            state[S_PEND], state[S_PEND_SIZE] = sig, sz
-            state[S_PEND_STOP] = c - sig * sl_dist
-            state[S_PEND_TARGET] = c + sig * tp_dist if tp_dist > 0.0 else 0.0
+            place_order(state, sig, sz, c, sl_dist, tp_dist)
     return k
 
 

@@ -114,6 +114,11 @@ def run_backtest(cfg: DictConfig) -> BacktestRun:
     FAILED (any error) or KILLED (SIGINT/SIGTERM).
     """
     checked = validate_config(cfg, "backtest")  # before MLflow or data are touched
+    if cfg.backtest.get("symbols"):
+        raise ConfigError(
+            "backtest.symbols is set: several symbols are a portfolio backtest, run by "
+            "trademl.portfolio_run.run_portfolio_backtest(cfg) (trademl backtest does so)"
+        )
     log_run = bool(cfg.get("log_to_mlflow", True))
     cleaning, risk, strategy = checked["cleaning"], checked["risk"], checked["strategy"]
     bt_cfg = OmegaConf.to_container(cfg.backtest, resolve=True)
@@ -244,6 +249,9 @@ def log_backtest(
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="backtest")
 def main(cfg: DictConfig) -> None:
     """Hydra entrypoint of ``trademl backtest``."""
+    if cfg.backtest.get("symbols"):
+        _portfolio_main(cfg)
+        return
     with exit_on_user_error():
         out = run_backtest(cfg)
     r = out.result
@@ -256,6 +264,24 @@ def main(cfg: DictConfig) -> None:
         print(line)
     if out.costs_note:
         print(f"note: {out.costs_note}")
+    if out.run_id:
+        print(f"MLflow run {out.run_id} (experiment '{cfg.mlflow.experiment_name}')")
+
+
+def _portfolio_main(cfg: DictConfig) -> None:
+    from trademl.portfolio_run import run_portfolio_backtest
+
+    with exit_on_user_error():
+        out = run_portfolio_backtest(cfg)
+    r = out.result
+    print(
+        f"{getattr(out.strategy, 'name', 'strategy')}: {r.settings['symbols']}, "
+        f"{r.settings['start']} .. {r.settings['end']}"
+    )
+    print(r.summary())
+    print(r.orders.to_string())
+    for note in out.notes:
+        print(f"note: {note}")
     if out.run_id:
         print(f"MLflow run {out.run_id} (experiment '{cfg.mlflow.experiment_name}')")
 

@@ -36,6 +36,12 @@ class RiskConfig:
         Lot size: sizes are floored to a multiple (0 or null = no rounding).
     allow_short
         Reject SHORT signals when false.
+    max_gross_exposure
+        A shared-cash portfolio of several symbols (:class:`trademl.portfolio.PortfolioBacktest`,
+        ``live.portfolio=shared``): the open and pending notionals of all its positions together
+        may not exceed this multiple of the portfolio's equity (1.0 = no leverage); a new order
+        beyond it is reduced to fit, or rejected, and counted. A single book never reaches it
+        (``max_position_fraction`` caps its one position).
     """
 
     risk_per_trade: float = 0.01
@@ -44,6 +50,7 @@ class RiskConfig:
     max_size: float | None = None
     size_step: float | None = None
     allow_short: bool = True
+    max_gross_exposure: float = 1.0
 
     def __post_init__(self) -> None:
         checks = {
@@ -52,6 +59,7 @@ class RiskConfig:
             "min_size": self.min_size >= 0.0,
             "max_size": self.max_size is None or self.max_size >= 0.0,
             "size_step": self.size_step is None or self.size_step >= 0.0,
+            "max_gross_exposure": self.max_gross_exposure > 0.0,
         }
         for name, ok in checks.items():
             if not ok:

@@ -113,8 +113,27 @@ class BacktestSettings:
     periods_per_year: float | None = None
     allow_in_sample: bool = False
     safeguards: Any = field(default_factory=dict)  # a mapping of SafeguardSettings' keys
+    symbols: Any = None  # {SYMBOL: candle file}: a portfolio backtest of several symbols
+    portfolio: str = "per_symbol"  # with symbols: per_symbol | shared
 
     def __post_init__(self) -> None:
+        modes = ["per_symbol", "shared"]
+        if self.portfolio not in modes:
+            raise ConfigError(
+                f"backtest.portfolio={self.portfolio!r} is not valid: choose per_symbol or "
+                f"shared{did_you_mean(str(self.portfolio), modes)}"
+            )
+        if self.symbols is not None:
+            if not isinstance(self.symbols, Mapping) or not self.symbols:
+                raise ConfigError(
+                    f"backtest.symbols={self.symbols!r} must map each symbol to its candle "
+                    "file, e.g. 'backtest.symbols={BTCUSDT: btc.csv, ETHUSDT: eth.csv}'"
+                )
+            for symbol, path in self.symbols.items():
+                if not isinstance(path, str) or not path.strip():
+                    raise ConfigError(f"backtest.symbols.{symbol}={path!r} must be a file path")
+                if not Path(path).exists():
+                    raise DataError(f"backtest.symbols.{symbol}={path}: file not found")
         if isinstance(self.safeguards, Mapping):
             check_mapping("backtest.safeguards", self.safeguards, SafeguardSettings)
             object.__setattr__(self, "safeguards", SafeguardSettings(**self.safeguards))
@@ -161,8 +180,17 @@ class LiveSettings:
     durable: str | bool = "auto"
     mode: Literal["paper", "real"] = "paper"
     confirm_real: bool = False
+    portfolio: str = "per_symbol"
 
     def __post_init__(self) -> None:
+        modes = ["per_symbol", "shared"]
+        if self.portfolio not in modes:
+            hint = did_you_mean(str(self.portfolio), modes)
+            raise ConfigError(
+                f"live.portfolio={self.portfolio!r} is not valid: choose per_symbol (each "
+                "symbol trades backtest.cash / N on its own) or shared (one cash pool for all "
+                f"symbols, as PortfolioBacktest(portfolio='shared')){hint}"
+            )
         if self.window is not None and self.window < 2:
             raise ConfigError(
                 f"live.window={self.window!r} must be an integer >= 2 (bars of history the "
@@ -535,6 +563,24 @@ def _cross_checks(cfg: DictConfig, entry: str, built: dict[str, Any]) -> None:
 
         if pd.Timestamp(bt.start) >= pd.Timestamp(bt.end):
             raise ConfigError(f"backtest.start={bt.start} must be before backtest.end={bt.end}")
+    if bt is not None and entry != "backtest" and bt.symbols is not None:
+        raise ConfigError(
+            f"backtest.symbols is for trademl backtest; trademl {entry} does not read it "
+            + ("(it trades its feeds)" if entry == "live" else "(it trades its data)")
+        )
+    if bt is not None and entry == "walkforward" and bt.portfolio != "per_symbol":
+        raise ConfigError(
+            "backtest.portfolio is for trademl backtest; walkforward trades one symbol"
+        )
+    if entry == "live" and bt.portfolio != "per_symbol" and bt.portfolio != cfg.live.portfolio:
+        raise ConfigError(
+            f"backtest.portfolio={bt.portfolio} is the backtest's key; trademl live reads "
+            f"live.portfolio (now {cfg.live.portfolio}): set live.portfolio={bt.portfolio}"
+        )
+    if entry == "backtest" and bt.symbols is not None and not cfg.data.get("from_model"):
+        raise ConfigError(
+            "give the candles either as data (data.path=...) or as backtest.symbols, not both"
+        )
 
 
 def _real_money(live: LiveSettings, broker: BrokerSettings, feeds: list[FeedSettings]) -> None:
@@ -552,6 +598,12 @@ def _real_money(live: LiveSettings, broker: BrokerSettings, feeds: list[FeedSett
             f"broker.type=ccxt sends real orders to {broker.exchange}: set live.mode=real and "
             "live.confirm_real=true to trade with this account's money (or broker.type=paper "
             "to trade on paper)"
+        )
+    if live.portfolio != "per_symbol":
+        raise ConfigError(
+            f"live.portfolio={live.portfolio} with broker.type=ccxt: the exchange broker trades "
+            "each symbol's own book (live.portfolio=per_symbol); a shared cash pool is paper "
+            "only for now"
         )
     wrong = [f.symbol for f in feeds if f.type != "ccxt"]
     if wrong:

@@ -25,6 +25,7 @@ from trademl.errors import ConfigError, exit_on_user_error
 from trademl.live.ccxt_feed import CcxtFeed
 from trademl.live.feeds import Feed, FollowFeed, ReplayFeed
 from trademl.live.journal import Journal
+from trademl.live.portfolio import SharedCash, check_journal_portfolio
 from trademl.live.runtime import Execution, LiveRuntime, LiveSummary, SymbolTrader
 from trademl.periods import check_window
 from trademl.strategies import MLStrategy, ScalpingEMARSI
@@ -236,12 +237,15 @@ def _assemble(
         _check_out_of_sample(model, feeds, journal, bool(live.get("allow_in_sample")))
         if holding_from_model:  # the model's label horizon, as in a backtest
             execution = dataclasses.replace(execution, max_holding_bars=strategy.max_holding_bars)
+    mode = live.get("portfolio", "per_symbol")
+    check_journal_portfolio(journal, mode, symbols, execution.cash)
+    pool = SharedCash(execution.cash, risk.max_gross_exposure) if mode == "shared" else None
     log_run = bool(cfg.get("log_to_mlflow", True))
     settings, experiment_id = setup_tracking(mlflow_settings) if log_run else (None, None)
     common = {
         "risk": risk,
         "execution": execution,
-        "cash": execution.cash / len(feeds),
+        "cash": execution.cash / len(feeds) if pool is None else 0.0,  # shared: its P&L
         "window": live.get("window"),
     }
     if broker is not None:
@@ -266,7 +270,9 @@ def _assemble(
             for f in feeds
         ]
     else:
-        traders = [SymbolTrader(f.symbol, f, strategy, journal, **common) for f in feeds]
+        traders = [SymbolTrader(f.symbol, f, strategy, journal, pool=pool, **common) for f in feeds]
+    if pool is not None:
+        pool.attach(traders)
     tracker = None
     if log_run:
         params = config_params(cfg)
@@ -296,6 +302,7 @@ def _assemble(
         close_at_end=bool(live.get("close_at_end", True)),
         allow_in_sample=bool(live.get("allow_in_sample")),
         holding_from_model=holding_from_model,
+        pool=pool,
     )
     return runtime, tracker
 
@@ -361,9 +368,12 @@ def main(cfg: DictConfig) -> None:
     with exit_on_user_error():
         summary = run_live(cfg)
     lat = summary.latency_ms
+    equity = dict(summary.equity)
+    pool = equity.pop("portfolio", None)  # live.portfolio=shared: the books hold P&L
     print(
-        f"{summary.candles} candles, {len(summary.trades)} trades; equity "
-        + ", ".join(f"{k} {v:.2f}" for k, v in summary.equity.items())
+        f"{summary.candles} candles, {len(summary.trades)} trades; "
+        + ("equity " if pool is None else f"portfolio equity {pool:.2f}, P&L ")
+        + ", ".join(f"{k} {v:.2f}" for k, v in equity.items())
         + (
             f"; decision latency p50 {lat['p50']:.2f} ms, p95 {lat['p95']:.2f} ms, p99 "
             f"{lat['p99']:.2f} ms"

@@ -411,7 +411,7 @@ class CcxtFeed(Feed):
                         yield candle
                         last = candle.timestamp
                     closed = [r for r in closed if r[0] > _ms(last)]
-                new, bad = self._good_prefix(closed + [[newest, 0, 0, 0, 0, 0]], None, last)
+                new, bad = self._good_prefix(closed, newest, last)  # closed: before newest
                 for candle in _rows(self.symbol, new):
                     yield candle
                     last = candle.timestamp

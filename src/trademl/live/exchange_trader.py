@@ -46,6 +46,7 @@ from trademl.backtest import (
     S_ENTRY_FEE,
     S_ENTRY_I,
     S_EQUITY,
+    S_MARK,
     S_PEND,
     S_PEND_SIZE,
     S_PEND_STOP,
@@ -200,6 +201,7 @@ class ExchangeTrader(SymbolTrader):
 
     @staticmethod
     def _mark(state: np.ndarray, close: float) -> None:
+        state[S_MARK] = close
         pos = state[S_POS]
         state[S_EQUITY] = state[S_CASH] + (
             pos * state[S_SIZE] * (close - state[S_ENTRY]) if pos != 0 else 0.0

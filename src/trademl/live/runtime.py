@@ -17,6 +17,9 @@ exactly the backtest's trades. When a finite feed ends, open positions are close
 close (as in the backtester). SIGINT/SIGTERM stop after the candle in hand; a restart with the
 same journal resumes after the last committed candle. The model is reloaded when the
 configured stage/alias moves to another version (checked every ``reload_interval`` seconds).
+
+With ``live.portfolio=shared`` the books share one cash pool instead, and one task trades the
+feeds through a barrier across the symbols (:mod:`trademl.live.portfolio`).
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ from trademl.backtest import (
     S_PEND_STOP,
     S_PEND_TARGET,
     S_POS,
+    STATE_SIZE,
     close_out,
     fill_params,
     new_state,
@@ -83,10 +87,11 @@ class SymbolTrader:
         execution: Execution,
         cash: float,
         window: int | None = 1000,
+        pool: Any = None,
     ) -> None:
         self.symbol, self.feed, self.strategy, self.journal = symbol, feed, strategy, journal
         self.risk, self.execution, self.window_size = risk, execution, window
-        self.cash0 = cash
+        self.cash0, self.pool = cash, pool  # pool: the SharedCash of live.portfolio=shared
         self.stream = _stream(strategy, symbol, window)
         self.window = pd.DataFrame()  # the trailing window of a strategy without a stream
         self.last_close = float("nan")
@@ -109,6 +114,8 @@ class SymbolTrader:
                 self.window = history if window is None else history.iloc[-window:]
             if len(history):
                 self.last_close = float(history["close"].iloc[-1])
+            if len(self.state) < STATE_SIZE:  # journaled before S_MARK: the last close
+                self.state = np.append(self.state, self.last_close)
             log.info(
                 "%s: resumed after %s (bar %d, position %+d)",
                 symbol,
@@ -164,21 +171,26 @@ class SymbolTrader:
         side, sl, tp, meta = self._decide(candle)
         self.last_close = candle.close
         new = self.state.copy()
-        k = step(
-            new,
-            self.buffer,
-            candle.open,
-            candle.high,
-            candle.low,
-            candle.close,
-            side,
-            sl,
-            tp,
-            True,
-            self._params,
-        )
+        capped: list[tuple[str, dict[str, Any]]] = []  # orders cut by the shared pool's cap
+        if self.pool is None:
+            k = step(
+                new,
+                self.buffer,
+                candle.open,
+                candle.high,
+                candle.low,
+                candle.close,
+                side,
+                sl,
+                tp,
+                True,
+                self._params,
+            )
+        else:
+            k, capped = self.pool.step(self, new, candle, side, sl, tp, self._params)
         self.latencies.append(time.perf_counter() - start)
         events, trades, entry_ts = self._changes(candle, new, self.buffer[:k], side, meta)
+        events += capped
         self.journal.commit(self.symbol, candle.timestamp, new, entry_ts, events, trades)
         self.state, self.entry_ts, self.last_ts = new, entry_ts, candle.timestamp
         log.info(
@@ -303,7 +315,9 @@ class LiveRuntime:
         metrics_every: int = 50,
         allow_in_sample: bool = False,
         holding_from_model: bool = False,
+        pool: Any = None,
     ) -> None:
+        self.pool = pool  # live.portfolio=shared: its SharedCash runs the traders (barrier)
         self.allow_in_sample, self.holding_from_model = allow_in_sample, holding_from_model
         self.traders, self.journal, self.strategy = traders, journal, strategy
         self.tracker, self.reload_interval = tracker, reload_interval
@@ -403,7 +417,10 @@ class LiveRuntime:
             if isinstance(self.strategy, MLStrategy) and self.reload_interval > 0
             else None
         )
-        self._tasks = [asyncio.create_task(self._symbol(t)) for t in self.traders]
+        if self.pool is None:
+            self._tasks = [asyncio.create_task(self._symbol(t)) for t in self.traders]
+        else:  # one task: every candle of a timestamp before any later one
+            self._tasks = [asyncio.create_task(self.pool.run(self))]
         try:
             results = await asyncio.gather(*self._tasks, return_exceptions=True)
             for result in results:
@@ -411,7 +428,7 @@ class LiveRuntime:
                     result, asyncio.CancelledError
                 ):
                     raise result
-            ended = [result is True for result in results]
+            ended = [result is True for result in results] if self.pool is None else []
         finally:
             self.stop.set()
             if reload_task is not None:
@@ -421,7 +438,7 @@ class LiveRuntime:
                     loop.remove_signal_handler(sig)
                     if handler is not None:
                         signal.signal(sig, handler)
-        if self.close_at_end:
+        if self.close_at_end and self.pool is None:  # (a shared pool closes each as it ends)
             for trader, done in zip(self.traders, ended, strict=True):
                 if done:
                     trader.finish()
@@ -432,7 +449,8 @@ class LiveRuntime:
         latency = {f"p{q}": float(np.percentile(lat, q)) for q in (50, 95, 99)} if lat.size else {}
         return LiveSummary(
             trades=self.journal.trades(),
-            equity={t.symbol: float(t.state[S_EQUITY]) for t in self.traders},
+            equity={t.symbol: float(t.state[S_EQUITY]) for t in self.traders}
+            | ({"portfolio": self.pool.equity()} if self.pool is not None else {}),
             latency_ms=latency,
             candles=int(lat.size),
             stopped_by_signal=self._stopped_by_signal,
