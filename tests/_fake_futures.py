@@ -16,12 +16,16 @@ does). When the clock moves past a candle's close, each open conditional order i
 against that candle with the backtester's rules (a gap through the stop fills at the open, the
 stop before the target in one bar, a stop fills with slippage at its trigger, a take-profit
 limit at its price); a reduce-only order finding no position expires. Client order ids are
-unique among all orders (-4116 otherwise), so a resent order can never be executed twice.
+unique among *open* orders only (-4116 otherwise), as on Binance: a market order sent twice
+under the same id is executed twice, and a test counts executions per client id
+(:meth:`executions`).
 
 ``autostep = True`` moves the clock one candle each time a klines request asks for the candle
 still forming (the client has everything closed and waits for the next): a session runs in
 lockstep with the candles, whatever the machine's speed. ``on_order(hook)`` calls ``hook(path,
-phase)`` with phase ``"before"`` (request received, nothing done; a true return drops it) and
+phase)`` with phase ``"before"`` (request received, nothing done; a true return drops it; a
+hook that sleeps delays the request on its way, and one older than its ``recvWindow`` is then
+refused, as Binance refuses it) and
 ``"after"`` (executed, not yet answered): a test kills its client there.
 ``partial(fraction)`` fills the next market order only in part (``EXPIRED`` with the rest
 unfilled); ``reject(code, msg)`` refuses the next order; ``lose_answer(n)`` executes the next
@@ -31,6 +35,7 @@ orders and closes the connection instead of answering.
 from __future__ import annotations
 
 import itertools
+import time
 from http.server import BaseHTTPRequestHandler
 from urllib.parse import parse_qs
 
@@ -74,6 +79,7 @@ class FakeBinanceFutures(FakeBinance):
         self._rejects: list[tuple[int, str]] = []
         self._lose = 0
         self.api_keys: set[str] = set()  # the keys private requests came with
+        self.late = 0  # signed requests refused as older than their recvWindow
 
     # -- control -------------------------------------------------------------------------------
     def on_order(self, hook) -> None:
@@ -91,6 +97,14 @@ class FakeBinanceFutures(FakeBinance):
     def reject(self, code: int = -2019, msg: str = "Margin is insufficient.") -> None:
         with self.lock:
             self._rejects.append((code, msg))
+
+    def executions(self) -> dict[str, int]:
+        """How many times each client id was executed (filled, in full or in part)."""
+        counts: dict[str, int] = {}
+        for o in self.orders:
+            if o["type"] == "MARKET" and float(o.get("executedQty") or 0) > 0:
+                counts[_cid(o)] = counts.get(_cid(o), 0) + 1
+        return counts
 
     def market_orders(self) -> list[dict]:
         return [o for o in self.orders if o["type"] == "MARKET"]
@@ -111,7 +125,11 @@ class FakeBinanceFutures(FakeBinance):
                     "ws": {"linear": f"{self.ws_url}/ws"},
                 }
             },
-            "options": {"fetchMarkets": {"types": ["linear"]}, "fetchCurrencies": False},
+            "options": {
+                "fetchMarkets": {"types": ["linear"]},
+                "fetchCurrencies": False,
+                "recvWindow": 250,  # ms: a late request is refused by the fake, as by Binance
+            },
             "timeout": 2000,
             **extra,
         }
@@ -254,6 +272,13 @@ class FakeBinanceFutures(FakeBinance):
         hook = self._hook if key in order_paths else None
         if hook is not None and hook(path, "before"):  # the client is gone: do nothing
             return {"code": -1000, "msg": "dropped by the test"}, 500
+        # Binance refuses a signed request older than its recvWindow when it is processed, so
+        # an order delayed on its way is never executed after the client has given up on it
+        stamp, window = int(params.get("timestamp", 0)), int(params.get("recvWindow", 5000))
+        if stamp and time.time() * 1000 > stamp + window:
+            self.late += 1
+            message = "Timestamp for this request is outside of the recvWindow."
+            return {"code": -1021, "msg": message}, 400
         with self.lock:
             payload, code = self._private(key, params)
         if hook is not None:
@@ -274,9 +299,8 @@ class FakeBinanceFutures(FakeBinance):
             return {"code": -1121, "msg": "Invalid symbol."}, 400
         if key in {("POST", "/fapi/v1/order"), ("POST", "/fapi/v1/algoOrder")}:
             cid = p.get("newClientOrderId") or p.get("clientAlgoId") or ""
-            if cid and any(
-                o.get("clientOrderId", o.get("clientAlgoId")) == cid for o in self.orders
-            ):
+            # Binance: "a unique id among open orders": a filled market order's id is free
+            if cid and any(_cid(o) == cid and _is_open(o) for o in self.orders):
                 return {"code": -4116, "msg": "ClientOrderId is duplicated."}, 400
             if self._rejects:
                 code, msg = self._rejects.pop(0)
@@ -554,3 +578,11 @@ class FakeBinanceFutures(FakeBinance):
                 }
             ],
         }
+
+
+def _cid(order: dict) -> str:
+    return order.get("clientOrderId") or order.get("clientAlgoId") or ""
+
+
+def _is_open(order: dict) -> bool:
+    return order.get("algoStatus") == "NEW" or order.get("status") == "NEW"

@@ -7,6 +7,7 @@ Nothing here reaches a real exchange: every request goes to ``tests/_fake_future
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -17,10 +18,19 @@ from trademl import generate_ohlcv
 from trademl._hydra import compose_config
 from trademl.live.app import build_runtime
 
+from . import _binance_errors as _binance_errors_module
 from ._fake_futures import FakeBinanceFutures
 
 STEP = pd.Timedelta("1h")
 SYMBOL = "BTC/USDT:USDT"
+
+
+@pytest.fixture(autouse=True)
+def _binance_errors():
+    """ccxt reads the fake's error codes as Binance's own (see tests/_binance_errors.py)."""
+    _binance_errors_module.install()
+    yield
+    _binance_errors_module.uninstall()
 
 
 @pytest.fixture(autouse=True)
@@ -44,7 +54,7 @@ def session_config(tmp_path, fake: FakeBinanceFutures, first: pd.Timestamp, *ext
             "live.confirm_real=true",
             "broker.type=ccxt",
             "broker.exchange=binanceusdm",
-            "broker.resend_grace=0.05",
+            "broker.resend_grace=0.3",
             "risk.size_step=0.001",
             "risk.min_size=0.001",
             f"feeds=[{{symbol: '{SYMBOL}', type: ccxt, exchange: binanceusdm, timeframe: 1h, "
@@ -129,17 +139,15 @@ def test_a_session_through_the_ccxt_feed_and_broker_trades_as_the_backtest(tmp_p
         summary, _ = run_session(
             session_config(tmp_path, fake, candles.index[0]), candles.index[-1]
         )
-        orders = list(fake.orders)
+        orders, executions = list(fake.orders), fake.executions()
     bt = backtest_trades(tmp_path, candles, first)
     assert_same_trades(summary.trades, bt)
     market = [o for o in orders if o["type"] == "MARKET"]
     stops = [o for o in orders if o.get("orderType") == "STOP_MARKET"]
     assert {o["algoStatus"] for o in stops} <= {"FINISHED", "CANCELED", "EXPIRED", "NEW"}
     assert sum(o["algoStatus"] == "FINISHED" for o in stops) == (bt["exit_reason"] == "stop").sum()
-    # every order once: one client id per order, none resent
-    ids = [o.get("clientOrderId") or o.get("clientAlgoId") for o in orders]
-    assert len(ids) == len(set(ids))
-    assert len(market) >= len(bt)
+    # every order once: no client id executed twice
+    assert set(executions.values()) == {1} and len(executions) == len(market) >= len(bt)
 
 
 def _hydra_value(value) -> str:
@@ -168,7 +176,7 @@ def _cli_args(tmp_path, fake, first, journal) -> list[str]:
         "live.confirm_real=true",
         "broker.type=ccxt",
         "broker.exchange=binanceusdm",
-        "broker.resend_grace=0.05",
+        "broker.resend_grace=0.3",
         f"broker.ccxt_options={options}",
         "risk.size_step=0.001",
         "risk.min_size=0.001",
@@ -179,6 +187,13 @@ def _cli_args(tmp_path, fake, first, journal) -> list[str]:
         "hydra/hydra_logging=none",
         f"hydra.run.dir={tmp_path}/out",
     ]
+
+
+# `trademl live` in a subprocess, with ccxt reading the fake's error codes as Binance's
+_CHILD = (
+    "import sys; from tests import _binance_errors; _binance_errors.install(); "
+    "from trademl.cli import main; sys.exit(main(['live', *sys.argv[1:]]))"
+)
 
 
 def _last_bar(journal) -> pd.Timestamp | None:
@@ -215,7 +230,9 @@ def test_kill_9_with_orders_in_flight_ends_with_the_same_trades_and_no_order_twi
     journal = tmp_path / "j.db"
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     kills: list[tuple[str, str]] = []
-    plan = [(3, "before"), (5, "after"), (8, "after")]  # the order requests to kill at
+    # the order requests to kill at (counted as the exchange receives them): the first target
+    # before the exchange gets it, an entry once executed, an entry before, a stop once placed
+    plan = [(3, "before"), (5, "after"), (8, "before"), (10, "after")]
     with FakeBinanceFutures(candles, clock=first + STEP) as fake:
         fake.autostep = True
         proc = None
@@ -238,7 +255,8 @@ def test_kill_9_with_orders_in_flight_ends_with_the_same_trades_and_no_order_twi
         deadline = time.time() + 240
         while time.time() < deadline:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "trademl.cli", "live", *args],
+                [sys.executable, "-c", _CHILD, *args],
+                cwd=Path(__file__).parents[1],
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
                 text=True,
@@ -252,9 +270,10 @@ def test_kill_9_with_orders_in_flight_ends_with_the_same_trades_and_no_order_twi
                 break
             _, err = proc.communicate()
             assert proc.returncode == -signal.SIGKILL, err[-3000:]
-        orders = list(fake.orders)
-    assert len(kills) == 3 and not plan, kills
-    assert {p for _, p in kills} == {"before", "after"}
+        executions = fake.executions()
+    assert not plan, f"not all kills happened: {kills}, {plan} left"
+    kinds = {(path.rsplit("/", 1)[-1], phase) for path, phase in kills}
+    assert kinds == {(k, p) for k in ("order", "algoOrder") for p in ("before", "after")}, kinds
     done = Journal(journal, lock=False)
     try:
         live = done.trades()
@@ -262,13 +281,11 @@ def test_kill_9_with_orders_in_flight_ends_with_the_same_trades_and_no_order_twi
     finally:
         done.close()
     assert_same_trades(live, backtest_trades(tmp_path, candles, first))
-    ids = [o.get("clientOrderId") or o.get("clientAlgoId") for o in orders]
-    assert len(ids) == len(set(ids)), "an order reached the exchange twice"
-    market = [
-        o for o in orders if o["type"] == "MARKET" and not o["clientOrderId"].startswith("fake")
-    ]
+    twice = {cid: n for cid, n in executions.items() if n > 1}
+    assert not twice, f"executed more than once: {twice}"
     journaled = {r["client_id"] for r in rows if r["kind"] in ("entry", "exit")}
-    assert {o["clientOrderId"] for o in market} <= journaled
+    mine = {cid for cid in executions if not cid.startswith("fake")}  # not stop/target fills
+    assert mine <= journaled and len(mine) >= len(live)
 
 
 def short_session(tmp_path, *extra, setup=None, n=380, first=300):
@@ -298,8 +315,36 @@ def test_a_lost_answer_is_looked_up_by_client_id_not_sent_twice(tmp_path):
     )
     first = next(r for r in rows if r["kind"] == "entry")
     assert first["status"] == "filled" and first["filled"] > 0
-    ids = [o.get("clientOrderId") or o.get("clientAlgoId") for o in orders]
-    assert ids.count(first["client_id"]) == 1 and len(ids) == len(set(ids))
+    executed = [o for o in orders if o.get("clientOrderId") == first["client_id"]]
+    assert len(executed) == 1
+    assert_same_trades(summary.trades, backtest_trades(tmp_path, candles, candles.index[300]), 3)
+
+
+def test_an_order_delayed_past_the_timeout_is_sent_again_and_executed_once(tmp_path):
+    """The first entry reaches the exchange 2.5 s late, after the client's 2 s timeout: the
+    broker looks it up, finds nothing once resend_grace has passed and sends it again; the
+    late original is refused by the exchange (older than its receive window), so the order
+    is executed once."""
+    import time
+
+    delayed, fakes = [], []
+
+    def setup(fake):
+        fakes.append(fake)
+
+        def hook(path, phase):
+            if phase == "before" and path.endswith("/order") and not delayed:
+                delayed.append(path)
+                time.sleep(2.5)
+            return False
+
+        fake.on_order(hook)
+
+    candles, summary, orders, rows, _ = short_session(tmp_path, setup=setup)
+    first = next(r for r in rows if r["kind"] == "entry")
+    executed = [o for o in orders if o.get("clientOrderId") == first["client_id"]]
+    assert delayed and first["status"] == "filled" and len(executed) == 1
+    assert fakes[0].late == 1  # the original, refused when it finally arrived
     assert_same_trades(summary.trades, backtest_trades(tmp_path, candles, candles.index[300]), 3)
 
 

@@ -220,7 +220,7 @@ class BrokerSettings:
     secret_env: str = "TRADEML_EXCHANGE_SECRET"
     password_env: str | None = None
     stops: Literal["auto", "exchange", "runtime"] = "auto"
-    resend_grace: float = 3.0
+    resend_grace: float = 12.0
 
     def __post_init__(self) -> None:
         if self.ccxt_options is not None and not isinstance(self.ccxt_options, Mapping):

@@ -269,6 +269,10 @@ def _assemble(
             )
             for f in feeds
         ]
+        # a restart: every symbol's journal squared with the exchange before any order goes
+        for phase in ("reconcile", "check_position", "resume"):
+            for trader in traders:
+                getattr(trader, phase)()
     else:
         traders = [SymbolTrader(f.symbol, f, strategy, journal, pool=pool, **common) for f in feeds]
     if pool is not None:

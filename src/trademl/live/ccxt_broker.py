@@ -73,7 +73,7 @@ class CcxtBroker:
         api_key_env: str = "TRADEML_EXCHANGE_API_KEY",
         secret_env: str = "TRADEML_EXCHANGE_SECRET",
         password_env: str | None = None,
-        resend_grace: float = 3.0,
+        resend_grace: float = 12.0,
         backoff: float = 0.5,
         max_retries: int = 6,
         sleep: Callable[[float], None] = time.sleep,
@@ -91,6 +91,14 @@ class CcxtBroker:
         self.resend_grace, self.backoff, self.max_retries = resend_grace, backoff, max_retries
         self._sleep = sleep
         self.ex = getattr(ccxt, exchange)({**options, **creds, "enableRateLimit": True})
+        window = (self.ex.options or {}).get("recvWindow")  # Binance's, in ms
+        if window and resend_grace * 1000 <= float(window):
+            raise ConfigError(
+                f"broker.resend_grace={resend_grace} s does not exceed {exchange}'s receive "
+                f"window ({float(window) / 1000:g} s): an order lost on its way could still be "
+                f"executed after it is sent again; set broker.resend_grace above "
+                f"{float(window) / 1000:g} (or lower ccxt_options.options.recvWindow)"
+            )
         self.markets = self._retry(self.ex.load_markets, "loading the markets")
 
     # -- set-up checks -------------------------------------------------------------------------
@@ -221,14 +229,41 @@ class CcxtBroker:
         return self._filled(symbol, order, amount)
 
     def closing_fills(self, symbol: str, side: int, since_ms: int, seen: set[str]) -> OrderResult:
-        """The trades closing a position of ``side`` since ``since_ms`` (not in ``seen``):
-        the fills of a triggered stop or take-profit order."""
-        trades = self._retry(
-            lambda: self.ex.fetch_my_trades(symbol, since_ms), "fetching the account's trades"
-        )
+        """The trades closing a position of ``side`` since ``since_ms`` (not in ``seen``),
+        paged a week at a time (Binance answers at most 7 days a request) up to now."""
+        week, end = 7 * 86_400_000, self.now()
+        trades, start = [], int(since_ms or 0)
+        start = max(start, end - 52 * week)  # a year back at most
+        while start <= end:
+            page = self._retry(
+                lambda s=start: self.ex.fetch_my_trades(
+                    symbol, s, 1000, {"endTime": min(s + week - 1, end)}
+                ),
+                "fetching the account's trades",
+            )
+            trades += page
+            if len(page) >= 1000:  # a full page: go on from its last trade
+                start = int(page[-1]["timestamp"]) + 1
+            else:
+                start += week
         close = "sell" if side > 0 else "buy"
         mine = [t for t in trades if t.get("side") == close and str(t.get("id")) not in seen]
         return _aggregate(mine, "filled")
+
+    def order_fills(
+        self, symbol: str, order: dict, side: int, since_ms: int | None, seen: set[str]
+    ) -> OrderResult:
+        """The fills of a triggered stop or take-profit: the trades of the order it became
+        (Binance says which in ``actualOrderId``), else the closing trades since it was
+        placed."""
+        actual = (order.get("info") or {}).get("actualOrderId")
+        if actual:
+            trades = self._retry(
+                lambda: self.ex.fetch_my_trades(symbol, None, None, {"orderId": str(actual)}),
+                f"fetching the fills of order {actual}",
+            )
+            return _aggregate([t for t in trades if str(t.get("id")) not in seen], "filled")
+        return self.closing_fills(symbol, side, since_ms or 0, seen)
 
     # -- plumbing ------------------------------------------------------------------------------
     def _filled(self, symbol: str, order: dict, amount: float) -> OrderResult:
@@ -254,20 +289,16 @@ class CcxtBroker:
         return result
 
     def _send(self, call, symbol: str, client_id: str, *, conditional: bool):
-        """Send an order once; on a lost answer find it by its client id, and send it again
-        (same id) only when the exchange still does not know it after ``resend_grace``.
-        Returns ccxt's order, or an :class:`OrderResult` for a refusal."""
+        """Send an order; when the outcome is unknown (a network error, a timeout, an
+        answer the exchange itself calls unknown, a duplicate client id) find it by its
+        client id, and send it again (same id) only when the exchange still does not know it
+        ``resend_grace`` seconds after it was sent. Returns ccxt's order, or an
+        :class:`OrderResult` for a refusal."""
         ccxt = self._ccxt
         for attempt in range(1, self.max_retries + 1):
+            sent = time.monotonic()
             try:
                 return call()
-            except ccxt.InvalidOrder as exc:  # includes "would immediately trigger"
-                text = _describe(exc)
-                if "immediately trigger" in text or "-2021" in text:
-                    return OrderResult("crossed", message=text)
-                return OrderResult("rejected", message=text)
-            except (ccxt.InsufficientFunds, ccxt.PermissionDenied, ccxt.BadSymbol) as exc:
-                return OrderResult("rejected", message=_describe(exc))
             except ccxt.AuthenticationError as exc:
                 raise BrokerError(
                     f"{self.exchange_id} refused the credentials ({_describe(exc)}); check the "
@@ -276,19 +307,20 @@ class CcxtBroker:
                 ) from exc
             except ccxt.BaseError as exc:
                 text = _describe(exc)
-                duplicate = "duplicate" in text.lower() or "-4116" in text
-                if not duplicate and not isinstance(exc, ccxt.NetworkError):
-                    if isinstance(exc, ccxt.ExchangeNotAvailable | ccxt.RateLimitExceeded):
-                        pass
-                    else:
-                        return OrderResult("rejected", message=text)
+                duplicate = isinstance(exc, ccxt.DuplicateOrderId) or "duplicate" in text.lower()
+                if isinstance(exc, ccxt.OrderImmediatelyFillable) or "immediately trigger" in text:
+                    return OrderResult("crossed", message=text)
+                refused = (ccxt.InvalidOrder, ccxt.InsufficientFunds, ccxt.BadRequest)
+                refused += (ccxt.OperationRejected, ccxt.PermissionDenied)
+                if isinstance(exc, refused) and not duplicate:
+                    return OrderResult("rejected", message=text)
                 log.warning(
                     "order %s: %s; looking it up before sending it again (attempt %d)",
                     client_id,
                     text,
                     attempt,
                 )
-                found = self._find(symbol, client_id, conditional, wait=not duplicate)
+                found = self._find(symbol, client_id, conditional, sent)
                 if found is not None:
                     return found
                 self._sleep(min(self.backoff * 2 ** (attempt - 1), 30.0))
@@ -297,10 +329,13 @@ class CcxtBroker:
             "attempts; the session stops (a restart looks it up again and never sends it twice)"
         )
 
-    def _find(self, symbol: str, client_id: str, conditional: bool, *, wait: bool) -> dict | None:
+    def _find(self, symbol: str, client_id: str, conditional: bool, sent: float) -> dict | None:
+        """The order if the exchange knows it, waiting until ``resend_grace`` seconds after
+        it was ``sent`` (monotonic) before concluding it does not."""
         order = self.status(symbol, client_id, conditional=conditional)
-        if order is None and wait:
-            self._sleep(self.resend_grace)  # a request still on its way may arrive now
+        wait = sent + self.resend_grace - time.monotonic()
+        if order is None and wait > 0:
+            self._sleep(wait)  # a request still on its way may arrive now
             order = self.status(symbol, client_id, conditional=conditional)
         return order
 
@@ -338,7 +373,14 @@ def credentials(
 ) -> dict[str, str]:
     """The exchange's credentials from the environment; refuses them in ``ccxt_options``
     and names an unset variable (checked before a session starts)."""
-    given = [k for k in CREDENTIAL_KEYS if k in (ccxt_options or {})]
+    given = _credential_keys(ccxt_options or {})
+    unsafe = [k for k in ("verbose", "headers") if (ccxt_options or {}).get(k)]
+    if unsafe:
+        raise ConfigError(
+            f"broker.ccxt_options.{unsafe[0]}: ccxt would print or send the request headers "
+            "(the API key among them) outside trademl's logs; leave it out (DEBUG logging of "
+            "trademl.live.exchange shows the requests with the credentials blanked out)"
+        )
     if given:
         raise ConfigError(
             f"broker.ccxt_options holds {', '.join(given)}: credentials are taken only "
@@ -358,6 +400,18 @@ def credentials(
             )
         creds[key] = value
     return creds
+
+
+def _credential_keys(options: Any, path: str = "") -> list[str]:
+    """The credential keys anywhere in a nested mapping (``options.apiKey`` too)."""
+    found = []
+    if isinstance(options, dict):
+        for key, value in options.items():
+            name = f"{path}{key}"
+            if key in CREDENTIAL_KEYS:
+                found.append(name)
+            found += _credential_keys(value, name + ".")
+    return found
 
 
 class _Redact(logging.Filter):

@@ -117,9 +117,9 @@ class CcxtFeed(Feed):
         check_settings(
             symbol, exchange, timeframe, poll_interval, warmup, backoff, max_backoff, since, stream
         )
-        from trademl.live.ccxt_broker import CREDENTIAL_KEYS
+        from trademl.live.ccxt_broker import _credential_keys
 
-        given = [k for k in CREDENTIAL_KEYS if k in (ccxt_options or {})]
+        given = _credential_keys(ccxt_options or {})
         if given:
             raise ConfigError(
                 f"feed {symbol}: ccxt_options holds {', '.join(given)}; a feed reads public "
@@ -158,7 +158,12 @@ class CcxtFeed(Feed):
                 f"{did_you_mean(symbol, list(markets))} (symbols look like BTC/USDT)"
             )
         self._has_time = bool(self._ex.has.get("fetchTime"))
-        self.clock_ms: int | None = None  # the exchange's clock at the last poll
+        self._offset = 0  # ms: the exchange's clock minus ours, at the last poll
+
+    @property
+    def clock_ms(self) -> int:
+        """The exchange's clock now: ours, corrected by the offset seen at the last poll."""
+        return int(self._ex.milliseconds() + self._offset)
 
     # -- exchange calls ------------------------------------------------------------------------
     def _describe(self, exc: Exception) -> str:
@@ -196,7 +201,8 @@ class CcxtFeed(Feed):
         """The exchange's clock (before the candles: what closed by then is closed) and up
         to a page of candles from ``since_ms``."""
         now = self._ex.fetch_time() if self._has_time else None
-        self.clock_ms = now if now is not None else self._ex.milliseconds()
+        if now is not None:  # the exchange's clock against ours, for clock_ms between polls
+            self._offset = now - self._ex.milliseconds()
         rows = self._ex.fetch_ohlcv(self.symbol, self.timeframe, since=since_ms, limit=PAGE)
         return rows, now
 

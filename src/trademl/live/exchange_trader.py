@@ -13,17 +13,26 @@ but takes its fills from the exchange:
    (sized, with its stop and target, as the backtester does: on the equity at the close; the
    entry's price is the exchange's). Only a candle that has just closed (the latest at the
    exchange's clock) may open a position: candles the feed catches up on warm the strategy
-   up but never send an order.
+   up and never open one (exits they call for, a time exit or a runtime stop, are sent).
 3. **Write-ahead**: the new book and every planned order with its client order id are
    committed to the journal *before* anything is sent; then each order is sent, and its
    result (filled amount, average price, fees from the exchange's trades; partial fills and
    refusals included) is committed with the book it leads to.
 
-On start, every order the journal holds as not yet settled is looked up on the exchange by its
-client id: one that was filled is booked, one that never arrived is sent (if its candle is
-still the latest; else it is recorded as unsent), and then the account's position must equal
-the book's, or the session refuses to start. ``kill -9`` at any point therefore neither loses
-an order nor sends one twice.
+On start, in three phases run for every symbol before the next: every order the journal
+holds as not yet settled is looked up on the exchange by its client id, and one that was
+executed is booked (an order the exchange does not know is looked up again once
+``broker.resend_grace`` has passed since it was sent); the account's position must then equal
+the book's (or what its triggered stop or target left of it), or the session refuses to
+start; last, orders that never arrived are sent if their candle is still the latest (else
+recorded as unsent) and an open position lacking its stop and target gets them again.
+``kill -9`` at any point therefore neither loses an order nor sends one twice.
+
+On every candle the account's position is read (one request): a difference from the book is
+a stop or target the exchange triggered (booked from that order's trades, in full or in part)
+or a close from outside the session (a liquidation, a manual close: booked from the account's
+closing trades as ``external``, with an event); a position the book does not have stops the
+session.
 
 Dating follows the backtester: a time exit is dated on the bar whose close decided it, an
 entry and a reversal's exit on the next bar (whose open they fill at).
@@ -99,28 +108,20 @@ class ExchangeTrader(SymbolTrader):
             )
         self.exchange_stops = stops == "exchange" or (stops == "auto" and broker.exchange_stops)
         self.tag = f"tml{session[:6]}{zlib.crc32(symbol.encode()) & 0xFFFF:04x}"
-        self.recover()
 
     # -- the candle ----------------------------------------------------------------------------
     def process(self, candle: Candle) -> list[dict[str, Any]]:
         start = time.perf_counter()
         side, sl, tp, meta = self._decide(candle)
         self.last_close = candle.close
+        trades = self._settle(candle.timestamp)  # what the exchange did during the bar
         new = self.state.copy()
         new[S_BAR] += 1.0
-        events: list[tuple[str, dict[str, Any]]] = []
-        trades: list[dict[str, Any]] = []
-        orders: list[dict[str, Any]] = []
-        entry_ts = self.entry_ts
-        if new[S_POS] != 0 and self.exchange_stops:
-            entry_ts = self._settle_protection(new, candle.timestamp, events, trades, orders)
         plan = self._plan(new, candle, side, sl, tp, meta, self._fresh(candle))
         self._mark(new, candle.close)
         self.latencies.append(time.perf_counter() - start)
-        self.journal.commit(
-            self.symbol, candle.timestamp, new, entry_ts, events, trades, orders + plan
-        )
-        self.state, self.entry_ts, self.last_ts = new, entry_ts, candle.timestamp
+        self.journal.commit(self.symbol, candle.timestamp, new, self.entry_ts, [], [], plan)
+        self.state, self.last_ts = new, candle.timestamp
         for order in plan:
             trades += self._execute(order, candle.close)
         log.info(
@@ -188,8 +189,11 @@ class ExchangeTrader(SymbolTrader):
         return plan
 
     def _order(self, t: int, kind: str, side: float, amount: float, reason: str, dated) -> dict:
+        base = f"{self.tag}-{t}{_KIND_CODE[kind]}"
+        taken = self.journal.order_ids(base)  # an order placed again (a retry, protection)
+        cid = base if base not in taken else f"{base}{len(taken)}"
         return {
-            "client_id": f"{self.tag}-{t}{_KIND_CODE[kind]}",
+            "client_id": cid,
             "kind": kind,
             "side": int(np.sign(side)),
             "amount": float(amount),
@@ -208,64 +212,102 @@ class ExchangeTrader(SymbolTrader):
         )
 
     # -- executing -----------------------------------------------------------------------------
+    def _commit(self, state, entry_ts, events=(), trades=(), orders=()) -> None:
+        """Commit order rows with the book they lead to, then adopt it."""
+        self.journal.commit(
+            self.symbol, self.last_ts, state, entry_ts, list(events), list(trades), list(orders)
+        )
+        self.state, self.entry_ts = state, entry_ts
+
     def _execute(
-        self, order: dict[str, Any], close: float, known: OrderResult | None = None
+        self,
+        order: dict[str, Any],
+        close: float,
+        known: OrderResult | None = None,
+        *,
+        protect: bool = True,
     ) -> list[dict[str, Any]]:
         """Send one planned order (unless its result is ``known``: executed before a restart)
-        and book its result; returns the trades it closed."""
-        new = self.state.copy()
-        events: list[tuple[str, dict[str, Any]]] = []
-        trades: list[dict[str, Any]] = []
-        updates: list[dict[str, Any]] = []
+        and book its result; returns the trades it closed. ``protect=False``: a new
+        position's stop and target are left for later (a restart's last phase)."""
+        if order["kind"] == "entry":
+            return self._enter(order, close, known, protect)
+        return self._exit(order, close, known)
+
+    def _enter(self, order, close, known, protect=True) -> list[dict[str, Any]]:
+        cid = order["client_id"]
+        result = known or self._send_market(order, reduce_only=False)
+        new, events = self.state.copy(), []
+        new[S_PEND] = 0.0
         entry_ts = self.entry_ts
-        kind, cid, dated = order["kind"], order["client_id"], order["detail"]["dated"]
-        if kind == "exit":
-            if self.exchange_stops:  # a stop may have closed it since the candle
-                entry_ts = self._settle_protection(new, dated, events, trades, updates)
-            if new[S_POS] == 0:
-                updates.append({"client_id": cid, "status": "canceled"})
-                events.append(("order_dropped", {"client_id": cid, "why": "already flat"}))
-            else:
-                self._cancel_protection(updates)
-                result = known or self._send_market(order, reduce_only=True)
-                updates.append({"client_id": cid, **result.record()})
-                if result.filled > 0:
-                    trades.append(self._close(new, result, order["reason"], dated, entry_ts))
-                    entry_ts = None
-                    if result.status == "partial":
-                        raise BrokerError(
-                            f"{self.symbol}: the exit {cid} filled {result.filled} of "
-                            f"{order['amount']}; the rest of the position is open on the "
-                            "exchange: close it by hand, then restart"
-                        )
-                else:
-                    raise BrokerError(
-                        f"{self.symbol}: the exchange refused to close the position "
-                        f"({cid}: {result.message}); the session stops with the position open"
+        if result.filled > 0:
+            self._open(new, order, result)
+            entry_ts = order["detail"]["dated"]
+            if result.status == "partial":
+                events.append(
+                    (
+                        "partial_fill",
+                        {"client_id": cid, "of": order["amount"], "filled": result.filled},
                     )
-        elif kind == "entry":
-            result = known or self._send_market(order, reduce_only=False)
-            updates.append({"client_id": cid, **result.record()})
-            new[S_PEND] = 0.0
-            if result.filled > 0:
-                self._open(new, order, result)
-                entry_ts = dated
-                if result.status == "partial":
-                    events.append(
-                        (
-                            "partial_fill",
-                            {"client_id": cid, "of": order["amount"], "filled": result.filled},
-                        )
-                    )
-            else:
-                events.append(("rejected", {"client_id": cid, "why": result.message}))
-                log.error("%s: entry %s refused: %s", self.symbol, cid, result.message)
+                )
+        else:
+            events.append(("rejected", {"client_id": cid, "why": result.message}))
+            log.error("%s: entry %s refused: %s", self.symbol, cid, result.message)
         self._mark(new, close)
-        self.journal.commit(self.symbol, self.last_ts, new, entry_ts, events, trades, updates)
-        self.state, self.entry_ts = new, entry_ts
-        if kind == "entry" and new[S_POS] != 0:
-            trades += self._protect(order, close)
-        return trades
+        self._commit(new, entry_ts, events, [], [{"client_id": cid, **result.record()}])
+        if new[S_POS] != 0 and protect:
+            self._protect(order["detail"]["dated"])
+        return []
+
+    def _exit(self, order, close, known) -> list[dict[str, Any]]:
+        """Close the position at market: its protective orders cancelled first (journaled
+        as cancelling before the exchange is asked), a partial fill booked and the rest sent
+        again; a refusal puts the protection back and stops the session."""
+        cid, dated = order["client_id"], order["detail"]["dated"]
+        trades: list[dict[str, Any]] = []
+        if known is None:
+            trades += self._settle()  # a stop may have closed it since the candle
+            if self.state[S_POS] == 0:
+                self._commit(
+                    self.state.copy(),
+                    self.entry_ts,
+                    [("order_dropped", {"client_id": cid, "why": "already flat"})],
+                    [],
+                    [{"client_id": cid, "status": "dropped"}],
+                )
+                return trades
+            self._cancel_protection()
+        result = known or self._send_market(order, reduce_only=True)
+        new = self.state.copy()
+        booked = []
+        if result.filled > 0:
+            booked.append(self._close(new, result, order["reason"], dated))
+        self._mark(new, close)
+        self._commit(
+            new,
+            self.entry_ts if new[S_POS] != 0 else None,
+            [("partial_fill", {"client_id": cid, "filled": result.filled})]
+            if result.status == "partial"
+            else [],
+            booked,
+            [{"client_id": cid, **result.record()}],
+        )
+        trades += booked
+        if new[S_POS] == 0:
+            return trades
+        if result.filled > 0 and order.get("attempt", 0) < 2:  # the rest, once more
+            rest = self._order(
+                int(new[S_BAR]), "exit", -new[S_POS], new[S_SIZE], order["reason"], dated
+            )
+            rest["attempt"] = order.get("attempt", 0) + 1
+            self._commit(self.state.copy(), self.entry_ts, [], [], [rest])
+            return trades + self._exit(rest, close, None)
+        self._protect(self.entry_ts or dated)
+        raise BrokerError(
+            f"{self.symbol}: the exchange did not close the position ({cid}: "
+            f"{result.message or result.status}); it stays open with its stop and target "
+            "placed again, and the session stops: see the exchange, then restart"
+        )
 
     def _send_market(self, order: dict[str, Any], *, reduce_only: bool) -> OrderResult:
         return self.broker.market(
@@ -280,69 +322,74 @@ class ExchangeTrader(SymbolTrader):
         state[S_TARGET] = order["detail"]["target"]
         state[S_ENTRY_I] = state[S_BAR] + 1.0
 
-    def _close(self, state, result: OrderResult, reason: str, dated, entry_ts) -> dict[str, Any]:
-        """Close the book at the exchange's fill; the trade as the paper trader writes it."""
+    def _close(self, state, result: OrderResult, reason: str, dated) -> dict[str, Any]:
+        """Close ``result.filled`` of the book at the exchange's fill (all of it, or part:
+        the entry fee shared pro rata); the trade as the paper trader writes it."""
         pos, size, entry_px = state[S_POS], state[S_SIZE], state[S_ENTRY]
-        gross = pos * size * (result.price - entry_px)
+        amount = min(result.filled, size)
+        share = amount / size
+        entry_fee = state[S_ENTRY_FEE] * share
+        gross = pos * amount * (result.price - entry_px)
         state[S_CASH] += gross - result.fee
         trade = {
-            "entry_time": entry_ts,
+            "entry_time": self.entry_ts,
             "exit_time": str(dated),
             "side": "LONG" if pos > 0 else "SHORT",
-            "size": float(size),
+            "size": float(amount),
             "entry_price": float(entry_px),
             "exit_price": float(result.price),
-            "fees": float(state[S_ENTRY_FEE] + result.fee),
-            "pnl": float(gross - state[S_ENTRY_FEE] - result.fee),
+            "fees": float(entry_fee + result.fee),
+            "pnl": float(gross - entry_fee - result.fee),
             "exit_reason": reason,
         }
-        state[S_POS] = 0.0
+        if _same(amount, size):
+            state[S_POS] = 0.0
+        else:
+            state[S_SIZE] -= amount
+            state[S_ENTRY_FEE] -= entry_fee
         return trade
 
     # -- protection ----------------------------------------------------------------------------
-    def _protect(self, entry: dict[str, Any], close: float) -> list[dict[str, Any]]:
-        """Place the new position's stop and target on the exchange (journaled first); a level
-        the price has already crossed closes the position at once."""
-        if not self.exchange_stops:
-            return []
+    def _protect(self, dated) -> None:
+        """Place the position's stop and target on the exchange (journaled first); a level the
+        price has already crossed closes the position at once, at market."""
+        if not self.exchange_stops or self.state[S_POS] == 0:
+            return
         t = int(self.state[S_BAR])
         side, size = int(self.state[S_POS]), float(self.state[S_SIZE])
         rows = []
         for kind, level in (("stop", self.state[S_STOP]), ("target", self.state[S_TARGET])):
             if level > 0:
-                row = self._order(t, kind, side, size, kind, entry["detail"]["dated"])
+                row = self._order(t, kind, side, size, kind, dated)
                 row["price"] = float(level)
                 row["detail"]["since"] = self._entry_time()
                 rows.append(row)
-        self.journal.commit(self.symbol, self.last_ts, self.state, self.entry_ts, [], [], rows)
-        return [trade for row in rows for trade in self._place(row, close)]
+        self._commit(self.state.copy(), self.entry_ts, [], [], rows)
+        for row in rows:
+            self._place(row)
 
-    def _place(self, row: dict[str, Any], close: float) -> list[dict[str, Any]]:
-        if self.state[S_POS] == 0:  # closed by the other one being crossed
-            self.journal.commit(
-                self.symbol,
-                self.last_ts,
-                self.state,
-                self.entry_ts,
+    def _place(self, row: dict[str, Any]) -> None:
+        if self.state[S_POS] == 0:  # closed already (the other one was crossed)
+            self._commit(
+                self.state.copy(),
+                None,
                 [],
                 [],
-                [{"client_id": row["client_id"], "status": "canceled"}],
+                [{"client_id": row["client_id"], "status": "dropped"}],
             )
-            return []
+            return
         result = self.broker.protect(
             self.symbol, row["kind"], row["side"], row["amount"], row["price"], row["client_id"]
         )
+        self._commit(
+            self.state.copy(),
+            self.entry_ts,
+            [],
+            [],
+            [{"client_id": row["client_id"], **result.record()}],
+        )
         if result.status == "open":
-            self.journal.commit(
-                self.symbol,
-                self.last_ts,
-                self.state,
-                self.entry_ts,
-                [],
-                [],
-                [{"client_id": row["client_id"], **result.record()}],
-            )
-            return []
+            return
         # crossed (the price is already beyond it) or refused: close now, at market
         log.warning(
             "%s: %s %s not placed (%s); closing at market",
@@ -351,14 +398,10 @@ class ExchangeTrader(SymbolTrader):
             row["client_id"],
             result.message,
         )
-        self.journal.commit(
-            self.symbol,
-            self.last_ts,
-            self.state,
+        self._commit(
+            self.state.copy(),
             self.entry_ts,
             [("protection_failed", {"client_id": row["client_id"], "why": result.message})],
-            [],
-            [{"client_id": row["client_id"], **result.record()}],
         )
         exit_row = self._order(
             int(self.state[S_BAR]),
@@ -368,123 +411,223 @@ class ExchangeTrader(SymbolTrader):
             row["kind"],
             row["detail"]["dated"],
         )
-        exit_row["client_id"] += "p"
-        self.journal.commit(
-            self.symbol, self.last_ts, self.state, self.entry_ts, [], [], [exit_row]
-        )
-        return self._execute(exit_row, close)
+        self._commit(self.state.copy(), self.entry_ts, [], [], [exit_row])
+        self._exit(exit_row, self.state[S_MARK], None)
 
     def _entry_time(self) -> int | None:
-        rows = [r for r in self.journal.orders(self.symbol) if r["kind"] == "entry"]
+        rows = [r for r in self.journal.orders(self.symbol) if r["kind"] == "entry" and r["filled"]]
         return rows[-1]["detail"].get("time") if rows else None
 
-    def _protection_rows(self) -> list[dict[str, Any]]:
+    def _protection_rows(self, *statuses: str) -> list[dict[str, Any]]:
         return [
             r
             for r in self.journal.orders(self.symbol, open_only=True)
-            if r["kind"] in ("stop", "target")
+            if r["kind"] in ("stop", "target") and (not statuses or r["status"] in statuses)
         ]
 
-    def _cancel_protection(self, updates: list[dict[str, Any]]) -> None:
-        for row in self._protection_rows():
-            self.broker.cancel(self.symbol, row["client_id"], conditional=True)
-            updates.append({"client_id": row["client_id"], "status": "canceled"})
-
-    def _settle_protection(self, new, dated, events, trades, updates) -> str | None:
-        """Book a stop or target the exchange triggered; cancel the other. Returns the open
-        position's entry time (``None`` once closed). One request when nothing happened: the
-        account's position still equals the book's, so neither order was triggered."""
-        entry_ts = self.entry_ts
+    def _cancel_protection(self) -> None:
+        """Cancel the resting stop and target: marked cancelling in the journal first (a
+        restart finishes the job), then cancelled on the exchange, then marked cancelled."""
         rows = self._protection_rows()
-        book = float(new[S_POS] * new[S_SIZE])
-        if rows and _same(self.broker.position(self.symbol), book):
-            return entry_ts
+        if not rows:
+            return
+        mark = [{"client_id": r["client_id"], "status": "canceling"} for r in rows]
+        self._commit(self.state.copy(), self.entry_ts, [], [], mark)
         for row in rows:
-            result = self.broker.result(
-                self.symbol, row["client_id"], conditional=True, amount=row["amount"]
+            self.broker.cancel(self.symbol, row["client_id"], conditional=True)
+        done = [{"client_id": r["client_id"], "status": "canceled"} for r in rows]
+        self._commit(self.state.copy(), self.entry_ts, [], [], done)
+
+    def _settle(self, dated=None) -> list[dict[str, Any]]:
+        """Book what the exchange did to the position on its own: a stop or target triggered
+        (in full or in part), or a close from outside the session (a liquidation, a manual
+        close: booked as ``external``). One request when nothing happened: the account's
+        position still equals the book's."""
+        book = float(self.state[S_POS] * self.state[S_SIZE])
+        held = self.broker.position(self.symbol)
+        if _same(held, book):
+            return []
+        if book == 0:
+            raise BrokerError(
+                f"{self.symbol}: the {self.broker.exchange_id} account holds {held:+g} that "
+                "this session did not open (its book is flat); the session stops: close it on "
+                "the exchange, then restart"
             )
-            if result.status != "triggered":
-                if result.status in ("canceled", "expired", "rejected"):
-                    updates.append({"client_id": row["client_id"], **result.record()})
-                    events.append(
-                        (
-                            "protection_lost",
-                            {"client_id": row["client_id"], "status": result.status},
-                        )
-                    )
+        seen = {
+            tid
+            for r in self.journal.orders(self.symbol)
+            for tid in (r["detail"] or {}).get("trades", [])
+        }
+        side = int(self.state[S_POS])
+        rows = self._protection_rows()
+        fills, reason = None, "external"
+        for row in rows:
+            order = self.broker.status(self.symbol, row["client_id"], conditional=True)
+            if order is None or (order.get("status") in ("open", None) and not order.get("filled")):
                 continue
-            seen = {
-                tid
-                for r in self.journal.orders(self.symbol)
-                for tid in (r["detail"] or {}).get("trades", [])
-            }
-            fills = self.broker.closing_fills(
-                self.symbol, int(new[S_POS]), int(row["detail"].get("since") or 0), seen
+            if order.get("status") in ("canceled", "expired", "rejected") and not order.get(
+                "filled"
+            ):
+                continue
+            fills = self.broker.order_fills(
+                self.symbol, order, side, row["detail"].get("since"), seen
             )
-            if fills.filled <= 0:
-                continue  # triggered, its fills not listed yet: the next candle books them
-            updates.append({"client_id": row["client_id"], **fills.record()})
-            trades.append(self._close(new, fills, row["kind"], dated, entry_ts))
-            entry_ts = None
-            for other in rows:
-                if other is not row:
-                    self.broker.cancel(self.symbol, other["client_id"], conditional=True)
-                    updates.append({"client_id": other["client_id"], "status": "canceled"})
-            break
-        return entry_ts
+            reason = row["kind"]
+            if fills.filled > 0:
+                break
+        if fills is None or fills.filled <= 0:
+            since = self._entry_time()
+            fills = self.broker.closing_fills(self.symbol, side, since or 0, seen)
+            reason = "external"
+        if fills.filled <= 0:
+            log.warning(
+                "%s: the account holds %+g, the book %+g; the fills are not listed yet",
+                self.symbol,
+                held,
+                book,
+            )
+            return []
+        new = self.state.copy()
+        when = dated if dated is not None else (self.last_ts if self.last_ts is not None else "")
+        trade = self._close(new, fills, reason, when)
+        events = []
+        if reason == "external":
+            events.append(("external_close", {"filled": fills.filled, "held": held}))
+            log.error(
+                "%s: %g closed outside the session (%s); booked at the exchange's fills",
+                self.symbol,
+                fills.filled,
+                self.broker.exchange_id,
+            )
+        marks = []  # the fills are remembered on the order they came from
+        if reason == "external":  # on a row of their own: never booked twice
+            row = self._order(int(new[S_BAR]), "exit", -side, fills.filled, "external", when)
+            marks.append(
+                {**row, **fills.record(), "detail": {**row["detail"], **fills.record()["detail"]}}
+            )
+        for row in rows:
+            if row["kind"] == reason:
+                seen_here = list((row["detail"] or {}).get("trades", [])) + fills.trades
+                status = "filled" if new[S_POS] == 0 else row["status"]
+                marks.append(
+                    {
+                        "client_id": row["client_id"],
+                        "status": status,
+                        "detail": {"trades": seen_here},
+                    }
+                )
+        self._mark(new, new[S_MARK] if new[S_MARK] == new[S_MARK] else fills.price)
+        self._commit(new, self.entry_ts if new[S_POS] != 0 else None, events, [trade], marks)
+        if new[S_POS] == 0:
+            self._cancel_protection()
+        return [trade]
 
     # -- restart -------------------------------------------------------------------------------
-    def recover(self) -> None:
-        """Settle every order the journal left unsettled, then check the account's position
-        equals the book's (see the module docstring)."""
-        pending = self.journal.orders(self.symbol, open_only=True)
-        close = self.last_close if self.last_close == self.last_close else float("nan")
-        for row in pending:
-            if row["status"] == "open":  # resting protection, confirmed before
-                continue
-            conditional = row["kind"] in ("stop", "target")
-            result = self.broker.result(
-                self.symbol, row["client_id"], conditional=conditional, amount=row["amount"]
-            )
-            log.info(
-                "%s: recovering %s (%s): %s on the exchange",
-                self.symbol,
-                row["client_id"],
-                row["kind"],
-                result.status,
-            )
-            if result.status == "missing":
-                if conditional:
-                    self._place(row, close)
-                elif self._still_due(row):
-                    self._execute(row, close)
-                else:
-                    self._unsent(row)
-            elif conditional:
-                status = "open" if result.status in ("open", "triggered") else result.status
-                self.journal.commit(
-                    self.symbol,
-                    self.last_ts,
-                    self.state,
+    def reconcile(self) -> None:
+        """Restart, first phase: book every market order the exchange executed before the
+        crash (nothing is sent), finish cancellations, check resting protective orders."""
+        for row in self.journal.orders(self.symbol, open_only=True):
+            kind, cid = row["kind"], row["client_id"]
+            if kind in ("entry", "exit"):
+                result = self.broker.result(
+                    self.symbol, cid, conditional=False, amount=row["amount"]
+                )
+                if result.status == "missing":
+                    result = self._missing_after_grace(row)
+                log.info("%s: recovering %s (%s): %s", self.symbol, cid, kind, result.status)
+                if result.status != "missing":
+                    self._execute(row, self.state[S_MARK], known=result, protect=False)
+            elif row["status"] == "canceling":
+                self.broker.cancel(self.symbol, cid, conditional=True)
+                self._commit(
+                    self.state.copy(),
                     self.entry_ts,
                     [],
                     [],
-                    [
-                        {
-                            "client_id": row["client_id"],
-                            "status": status,
-                            "exchange_id": result.exchange_id,
-                        }
-                    ],
+                    [{"client_id": cid, "status": "canceled"}],
                 )
-            else:  # sent and executed before the crash: book it
-                self._execute(row, close, known=result)
-        if self.state[S_POS] != 0 and self.exchange_stops and not self._protection_rows():
+            else:
+                result = self.broker.result(
+                    self.symbol, cid, conditional=True, amount=row["amount"]
+                )
+                if result.status in ("canceled", "expired", "rejected"):
+                    lost = self.state[S_POS] != 0  # (a closed position's are simply gone)
+                    self._commit(
+                        self.state.copy(),
+                        self.entry_ts,
+                        [("protection_lost", {"client_id": cid, "status": result.status})]
+                        if lost
+                        else [],
+                        [],
+                        [{"client_id": cid, "status": result.status}],
+                    )
+                elif result.status in ("open", "triggered"):
+                    self._commit(
+                        self.state.copy(),
+                        self.entry_ts,
+                        [],
+                        [],
+                        [{"client_id": cid, "status": "open", "exchange_id": result.exchange_id}],
+                    )
+
+    def check_position(self) -> None:
+        """Restart, second phase: the account's position must be the book's, or what the
+        book's triggered protective orders left of it."""
+        held = self.broker.position(self.symbol)
+        book = float(self.state[S_POS] * self.state[S_SIZE])
+        if _same(held, book):
+            return
+        shrunk = book != 0 and abs(held) < abs(book) and np.sign(held) in (0, np.sign(book))
+        if shrunk and any(self._triggered(r) for r in self._protection_rows()):
+            return  # closed (in part) by its stop or target while the session was down
+        raise BrokerError(
+            f"{self.symbol}: the {self.broker.exchange_id} account holds {held:+g} but the "
+            f"journal's book holds {book:+g}; a session trades only positions it opened. "
+            "Close or adjust the position on the exchange, or check live.journal is this "
+            "account's journal"
+        )
+
+    def _triggered(self, row: dict[str, Any]) -> bool:
+        result = self.broker.result(
+            self.symbol, row["client_id"], conditional=True, amount=row["amount"]
+        )
+        return result.status == "triggered"
+
+    def resume(self) -> None:
+        """Restart, last phase: send the orders that never reached the exchange (those of
+        the latest candle; older ones are recorded as unsent), book protective fills, and
+        put back the protection an open position lacks."""
+        for row in self.journal.orders(self.symbol, open_only=True):
+            if row["kind"] not in ("entry", "exit") or row["status"] != "new":
+                continue
+            if self._still_due(row):
+                self._execute(row, self.state[S_MARK])
+            else:
+                self._unsent(row)
+        self._settle()
+        unplaced = self._protection_rows("new")  # journaled, never reached the exchange
+        for row in unplaced:
+            self._place(row)  # (marked dropped if the position is closed meanwhile)
+        if self.state[S_POS] != 0 and self.exchange_stops and not self._protection_rows("open"):
             log.warning("%s: the open position has no protective orders; placing them", self.symbol)
-            last_entry = [r for r in self.journal.orders(self.symbol) if r["kind"] == "entry"]
-            if last_entry:
-                self._protect(last_entry[-1], close)
-        self._check_position()
+            self._protect(self.entry_ts or "")
+
+    def recover(self) -> None:
+        """All three phases for one symbol (``trademl live`` runs each phase for every symbol
+        before the next, so no order is sent before every position is checked)."""
+        self.reconcile()
+        self.check_position()
+        self.resume()
+
+    def _missing_after_grace(self, row: dict[str, Any]) -> OrderResult:
+        """An order the exchange does not know: looked up again once ``resend_grace`` has
+        passed since it was sent (a request still on its way may yet arrive)."""
+        wait = row["updated"] + self.broker.resend_grace - time.time()
+        if wait > 0:
+            time.sleep(wait)
+        return self.broker.result(
+            self.symbol, row["client_id"], conditional=False, amount=row["amount"]
+        )
 
     def _still_due(self, row: dict[str, Any]) -> bool:
         decided = pd.Timestamp(row["bar_ts"]).value // 1_000_000
@@ -499,9 +642,7 @@ class ExchangeTrader(SymbolTrader):
             self.symbol,
             row["client_id"],
         )
-        self.journal.commit(
-            self.symbol,
-            self.last_ts,
+        self._commit(
             state,
             self.entry_ts,
             [
@@ -513,37 +654,12 @@ class ExchangeTrader(SymbolTrader):
             [],
             [{"client_id": row["client_id"], "status": "unsent"}],
         )
-        self.state = state
-
-    def _check_position(self) -> None:
-        held = self.broker.position(self.symbol)
-        book = float(self.state[S_POS] * self.state[S_SIZE])
-        triggered = (
-            any(
-                self.broker.result(
-                    self.symbol, r["client_id"], conditional=True, amount=r["amount"]
-                ).status
-                == "triggered"
-                for r in self._protection_rows()
-            )
-            if book != 0 and held == 0
-            else False
-        )
-        if triggered:
-            return  # closed by its stop or target while the session was down: booked next
-        if not _same(held, book):
-            raise BrokerError(
-                f"{self.symbol}: the {self.broker.exchange_id} account holds {held:+g} but the "
-                f"journal's book holds {book:+g}; a session trades only positions it opened. "
-                "Close or adjust the position on the exchange, or check live.journal is this "
-                "account's journal"
-            )
-
-
-def _plain(meta: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in meta.items() if k != "strategy_type"}
 
 
 def _same(held: float, book: float) -> bool:
     """The account's position equals the book's (to rounding of the exchange's decimals)."""
     return abs(held - book) <= 1e-9 * max(1.0, abs(book))
+
+
+def _plain(meta: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in meta.items() if k != "strategy_type"}

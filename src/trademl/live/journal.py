@@ -49,7 +49,9 @@ CREATE TABLE IF NOT EXISTS orders (
     fee REAL, detail TEXT, created REAL NOT NULL, updated REAL NOT NULL);
 """
 # the order statuses that need nothing more from the exchange
-FINAL_ORDER_STATUSES = ("filled", "partial", "rejected", "canceled", "expired", "unsent")
+FINAL_ORDER_STATUSES = (
+    "filled", "partial", "rejected", "canceled", "expired", "unsent", "crossed", "dropped",
+)  # fmt: skip
 _FORMAT = "trademl-live-journal/1"
 
 
@@ -220,6 +222,13 @@ class Journal:
         for row in rows:
             row["detail"] = json.loads(row["detail"]) if row["detail"] else {}
         return rows
+
+    def order_ids(self, prefix: str) -> set[str]:
+        """The client ids of the orders whose id starts with ``prefix``."""
+        rows = self._db.execute(
+            "SELECT client_id FROM orders WHERE substr(client_id, 1, ?) = ?", (len(prefix), prefix)
+        )
+        return {r[0] for r in rows}
 
     def books(self) -> pd.DataFrame:
         return pd.read_sql_query("SELECT symbol, bar_ts, state, entry_ts FROM books", self._db)
