@@ -49,8 +49,8 @@ _FORMAT = "trademl-live-journal/1"
 class Journal:
     """Durable record of a live session (see the module docstring).
 
-    ``lock=False`` opens it without the session lock, to read a journal that a running
-    session may be writing (never to write).
+    ``lock=False`` opens it read-only and without the session lock, to read a journal that a
+    running session may be writing (``trademl live report``); the journal must exist.
 
     ``durable=True`` (the default) makes every commit survive a power cut (SQLite
     ``synchronous=FULL``: an fsync per candle, about 1-3 ms). ``False`` keeps every commit
@@ -60,11 +60,16 @@ class Journal:
     """
 
     def __init__(self, path: str | Path, *, lock: bool = True, durable: bool = True) -> None:
-        self.path, self.durable = Path(path), durable
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path, self.durable, self.read_only = Path(path), durable, not lock
+        if self.read_only and not self.path.is_file():
+            raise DataError(
+                f"{self.path}: no such live journal; give the live.journal file of a session"
+            )
+        if not self.read_only:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = _acquire(self.path) if lock else None
         try:
-            self._db = self._open()
+            self._db = self._open_read_only() if self.read_only else self._open()
         except BaseException:
             self._release()
             raise
@@ -104,6 +109,31 @@ class Journal:
             db.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('format', ?)", (_FORMAT,))
         except sqlite3.DatabaseError as exc:
             raise DataError(f"{self.path}: not a usable journal database ({exc})") from exc
+        return db
+
+    def _open_read_only(self) -> sqlite3.Connection:
+        if self.path.stat().st_size == 0:
+            raise DataError(f"{self.path}: the live journal is empty (0 bytes)")
+        try:  # waits (up to 10 s) for a running session's checkpoint instead of failing
+            db = sqlite3.connect(
+                f"{self.path.resolve().as_uri()}?mode=ro",
+                uri=True,
+                isolation_level=None,
+                timeout=10,
+            )
+            tables = {
+                r[0]
+                for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+                if not r[0].startswith("sqlite_")
+            }
+        except sqlite3.DatabaseError as exc:
+            raise DataError(f"{self.path}: not a usable journal database ({exc})") from exc
+        if not {"meta", "books", "events", "trades"} <= tables:
+            db.close()
+            raise DataError(
+                f"{self.path}: not a trademl live journal (found tables "
+                f"{', '.join(sorted(tables)) or 'none'})"
+            )
         return db
 
     def _release(self) -> None:
@@ -182,7 +212,22 @@ class Journal:
             cur.execute("ROLLBACK")
             raise
 
+    def note(self, symbol: str, bar_ts: pd.Timestamp | None, kind: str, payload: dict) -> None:
+        """One event outside a candle's transaction (e.g. ``resumed`` at a restart)."""
+        self._db.execute(
+            "INSERT INTO events (symbol, bar_ts, kind, payload, created) VALUES (?,?,?,?,?)",
+            (symbol, str(bar_ts), kind, json.dumps(payload, default=str), time.time()),
+        )
+
     # -- reading --------------------------------------------------------------------------------
+    def last_event(self, symbol: str, kind: str) -> dict[str, Any] | None:
+        """The payload of ``symbol``'s latest ``kind`` event, or ``None``."""
+        row = self._db.execute(
+            "SELECT payload FROM events WHERE symbol = ? AND kind = ? ORDER BY seq DESC LIMIT 1",
+            (symbol, kind),
+        ).fetchone()
+        return json.loads(row[0]) if row else None
+
     def trades(self) -> pd.DataFrame:
         df = pd.read_sql_query("SELECT * FROM trades ORDER BY id", self._db)
         for col in ("entry_time", "exit_time"):
@@ -199,7 +244,8 @@ class Journal:
     def close(self) -> None:
         """Checkpoint the WAL into the database file, close it and release the lock."""
         try:
-            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            if not self.read_only:
+                self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         finally:
             self._db.close()
             self._release()
