@@ -595,36 +595,50 @@ def _revised_candles(session, symbol, frame) -> tuple[pd.Timestamp, str] | None:
 
 
 def _recheck(symbol, session, frame, uri) -> tuple[int, list[DecisionMismatch]]:
-    """Every decision recomputed on the candles received up to its bar (the causal batch:
-    row t uses bars up to t) with its recorded model version; signal equal, probabilities
-    within 1e-9."""
+    """Every decision recomputed with its recorded model version on the candles received up
+    to its bar, the way the session decided: the strategy's stream, candle by candle (the
+    version's fast predictor; a strategy without a stream: its causal batch). Signals equal,
+    probabilities within 1e-9."""
+    from trademl.live.runtime import _stream
+
     candles = _ohlcv(frame)
     decided = frame["signal"].notna().to_numpy()
     checked, bad = 0, []
     groups = [(v, (frame["model_version"].astype(str) == v).to_numpy()) for v in _versions(frame)]
     for version, rows in groups or [(None, np.ones(len(frame), bool))]:
-        signals = _signals(_strategy(session, frame, version, uri), candles)
+        strategy = _strategy(session, frame, version, uri)
+        again = _rerun(strategy, _stream(strategy, symbol, session.get("window")), candles)
         at = np.flatnonzero(rows & decided)
         checked += len(at)
-        live_names = frame["signal"].to_numpy()[at]
-        names = np.array([_NAME[int(x)] for x in signals["side"].to_numpy()[at]], dtype=object)
-        found: list[tuple[int, str, Any, Any]] = [
-            (i, "signal", live_names[k], names[k])
-            for k, i in enumerate(at)
-            if live_names[k] != names[k]
+        found: list[tuple[int, str, Any, Any]] = []
+        for i in at:
+            live, out = frame.iloc[i], again[i]
+            name = None if out is None else out["signal"]
+            if live["signal"] != name:
+                found.append((i, "signal", live["signal"], name))
+            for col in _PROBA:
+                value = None if out is None else out.get(col)
+                if value is None or col not in frame or live[col] is None:
+                    continue  # a strategy without probabilities
+                if not abs(float(live[col]) - float(value)) <= 1e-9:
+                    found.append((i, col, float(live[col]), float(value)))
+        bad += [
+            DecisionMismatch(symbol, frame.index[i], str(version), what, a, b)
+            for i, what, a, b in found
         ]
-        for col in _PROBA:
-            if col not in signals or col not in frame:
-                continue
-            live = frame[col].to_numpy(dtype=np.float64)[at]
-            again = signals[col].to_numpy(dtype=np.float64)[at]
-            off = ~(np.abs(live - again) <= 1e-9)  # NaN on one side only counts too
-            off &= ~(np.isnan(live) & np.isnan(again))
-            found += [(at[k], col, float(live[k]), float(again[k])) for k in np.flatnonzero(off)]
-        for i, what, live_value, again_value in sorted(found, key=lambda f: f[0]):
-            bad.append(
-                DecisionMismatch(
-                    symbol, frame.index[i], str(version), what, live_value, again_value
-                )
-            )
     return checked, bad
+
+
+def _rerun(strategy: Any, stream: Any, candles: pd.DataFrame) -> list[dict[str, Any] | None]:
+    """Each candle's decision: ``{signal, p_*}``, or ``None`` while warming up."""
+    if stream is None:
+        signals = _signals(strategy, candles)
+        return [
+            {"signal": _NAME[int(r["side"])], **{c: r.get(c) for c in _PROBA if c in r}}
+            for _, r in signals.iterrows()
+        ]
+    out: list[dict[str, Any] | None] = []
+    for ts, row in zip(candles.index, candles.itertuples(index=False), strict=True):
+        decision = stream.update({"timestamp": ts, **row._asdict()})
+        out.append(None if decision is None else {"signal": decision["signal"], **stream.details})
+    return out
