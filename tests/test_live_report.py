@@ -65,6 +65,14 @@ def payloads(path, kind):
     return [(pd.Timestamp(ts), json.loads(p)) for ts, p in rows]
 
 
+def decisions_of(path):
+    """The decision rows as (bar, row dict) pairs (NULL is None)."""
+    with sqlite3.connect(path) as db:
+        db.row_factory = sqlite3.Row
+        rows = db.execute("SELECT * FROM decisions ORDER BY rowid").fetchall()
+    return [(pd.Timestamp(r["bar_ts"]), dict(r)) for r in rows]
+
+
 def trades_of(path):
     journal = Journal(path, lock=False)
     try:
@@ -82,7 +90,7 @@ def report(path, *args, capsys):
 def test_every_row_carries_the_model_version_and_its_probabilities(session):
     path = session["journal"]
     candles = pd.read_csv(session["csv"], index_col="timestamp", parse_dates=True)
-    decisions = payloads(path, "decision")
+    decisions = decisions_of(path)
     assert len(decisions) == len(candles) == 600
     assert [ts for ts, _ in decisions] == list(candles.index)
     for (_, d), (_, row) in zip(decisions, candles.iterrows(), strict=True):
@@ -231,14 +239,13 @@ def test_a_partial_fill_is_a_matched_trade_that_differs_at_its_entry(journal, ca
 def test_decisions_rerun_pass_on_the_journal_and_catch_a_doctored_probability(journal, capsys):
     code, out, err = report(journal, "--no-mlflow", "--decisions", capsys=capsys)
     assert code == 0, out + err
-    decided = [p for _, p in payloads(journal, "decision") if p["signal"] is not None]
+    decided = [p for _, p in decisions_of(journal) if p["signal"] is not None]
     assert f"decisions: {len(decided)} re-run with their model version, 0 mismatch(es)" in out
-    ts, target = next((ts, p) for ts, p in payloads(journal, "decision")[300:] if p["signal"])
+    ts, target = next((ts, p) for ts, p in decisions_of(journal)[300:] if p["signal"])
     doctored = {**target, "p_LONG": target["p_LONG"] + 1e-6}
     with sqlite3.connect(journal) as db:
         db.execute(
-            "UPDATE events SET payload = ? WHERE kind = 'decision' AND bar_ts = ?",
-            (json.dumps(doctored), str(ts)),
+            "UPDATE decisions SET p_LONG = ? WHERE bar_ts = ?", (doctored["p_LONG"], str(ts))
         )
     code, out, _ = report(journal, "--no-mlflow", "--decisions", capsys=capsys)
     assert code == 1
@@ -246,15 +253,23 @@ def test_decisions_rerun_pass_on_the_journal_and_catch_a_doctored_probability(jo
     assert f"{SYMBOL} {ts} (version 1): p_LONG live {doctored['p_LONG']!r}, recomputed" in out
 
 
-def test_a_journal_from_before_traceability_is_one_clear_error(journal, capsys):
-    with sqlite3.connect(journal) as db:
-        db.execute("DELETE FROM events WHERE kind = 'decision'")
+def test_a_journal_from_before_traceability_is_one_clear_error(journal, tmp_path, capsys):
+    resumed = tmp_path / "resumed.db"  # started by an older trademl, resumed by this one
+    shutil.copy(journal, resumed)
+    with sqlite3.connect(resumed) as db:
+        first = db.execute("SELECT min(entry_time) FROM trades").fetchone()[0]
+        db.execute("DELETE FROM decisions WHERE bar_ts <= ?", (first,))
+    with sqlite3.connect(journal) as db:  # the tables of a journal written before
+        db.execute("DROP TABLE decisions")
         db.execute("DELETE FROM meta WHERE key = 'session'")
     code, out, err = report(journal, capsys=capsys)
     assert code == 2 and out == ""
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"trademl: error: {journal}: the journal ")
     assert "before traceability" in lines[0]
+    code, out, err = report(resumed, capsys=capsys)
+    assert code == 2 and out == ""
+    assert f"{SYMBOL} traded from " in err and "before traceability" in err
     code, _, err = report(journal.parent / "nope.db", capsys=capsys)
     assert code == 2 and "no such live journal" in err
 

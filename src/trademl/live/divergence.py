@@ -205,10 +205,11 @@ def load_session(journal: Journal) -> dict[str, Any]:
     """The settings a session stored at its start, or a :class:`DataError` saying why the
     journal cannot be compared (written by a trademl before traceability)."""
     text = journal.get_meta("session")
-    has_decisions = journal._db.execute(
-        "SELECT 1 FROM events WHERE kind = 'decision' LIMIT 1"
-    ).fetchone()
-    if text is None or has_decisions is None:
+    tables = {r[0] for r in journal._db.execute("SELECT name FROM sqlite_master")}
+    has_decisions = (
+        "decisions" in tables and journal._db.execute("SELECT 1 FROM decisions LIMIT 1").fetchone()
+    )
+    if text is None or not has_decisions:
         missing = "its session settings" if text is None else "decision rows"
         raise DataError(
             f"{journal.path}: the journal has no {missing}: it was written by a trademl "
@@ -220,16 +221,11 @@ def load_session(journal: Journal) -> dict[str, Any]:
 
 
 def _decisions(journal: Journal) -> dict[str, pd.DataFrame]:
-    rows = journal._db.execute(
-        "SELECT symbol, bar_ts, payload FROM events WHERE kind = 'decision' ORDER BY seq"
-    ).fetchall()
-    by: dict[str, list] = {}
-    for symbol, ts, payload in rows:
-        by.setdefault(symbol, []).append((ts, json.loads(payload)))
+    rows = journal.decisions()
     out = {}
-    for symbol, items in by.items():
-        frame = pd.DataFrame([p for _, p in items])
-        frame.index = pd.DatetimeIndex(pd.to_datetime([t for t, _ in items], utc=True))
+    for symbol, frame in rows.groupby("symbol", sort=False):
+        frame = frame.drop(columns="symbol")
+        frame.index = pd.DatetimeIndex(pd.to_datetime(frame.pop("bar_ts"), utc=True))
         frame.index.name = "timestamp"
         if not frame.index.is_unique:  # a candle committed twice cannot happen: say so
             dup = frame.index[frame.index.duplicated()][0]
@@ -237,7 +233,8 @@ def _decisions(journal: Journal) -> dict[str, pd.DataFrame]:
                 f"{journal.path}: {symbol} has two decision rows for bar {dup}; the journal "
                 "was edited or written by two sessions at once"
             )
-        out[symbol] = frame.sort_index()
+        frame = frame.astype({"signal": object, "model_version": object})
+        out[str(symbol)] = frame.sort_index()
     return out
 
 
@@ -290,6 +287,7 @@ def divergence_report(
             continue  # no candle received yet: nothing traded, nothing to compare
         frame = candles[symbol]
         sym_events = events[events["symbol"] == symbol]
+        _check_complete(path, symbol, frame, trades[trades["symbol"] == symbol], sym_events)
         revised = _revised_candles(session, symbol, frame) if check_feed else None
         out.symbols.append(
             _compare(
@@ -308,6 +306,20 @@ def divergence_report(
             out.decisions_checked += n
             out.decision_mismatches += bad
     return out
+
+
+def _check_complete(path, symbol, frame, trades, events) -> None:
+    """Decision rows from the session's first candle on: a journal an older trademl started
+    (and this one resumed) has orders and trades before them, on candles nobody recorded."""
+    traded = events[events["kind"].isin(["order", "fill", "exit"])]["bar_ts"]
+    times = pd.to_datetime(pd.concat([traded, trades["entry_time"].astype(str)]), utc=True)
+    if len(times) and times.min() < frame.index[0]:
+        raise DataError(
+            f"{path}: {symbol} traded from {times.min()} but its decision rows start at "
+            f"{frame.index[0]}: the session was started by a trademl before traceability, so "
+            "the candles before are unknown and no backtest can be compared with it; start a "
+            "new journal to get reports"
+        )
 
 
 def recheck_decisions(path: str | Path, *, tracking_uri: str | None = None) -> DivergenceReport:
@@ -618,7 +630,7 @@ def _recheck(symbol, session, frame, uri) -> tuple[int, list[DecisionMismatch]]:
                 found.append((i, "signal", live["signal"], name))
             for col in _PROBA:
                 value = None if out is None else out.get(col)
-                if value is None or col not in frame or live[col] is None:
+                if value is None or col not in frame or pd.isna(live[col]):
                     continue  # a strategy without probabilities
                 if not abs(float(live[col]) - float(value)) <= 1e-9:
                     found.append((i, col, float(live[col]), float(value)))

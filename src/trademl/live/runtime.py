@@ -9,12 +9,12 @@ On every closed candle of every symbol (concurrently, one asyncio task per symbo
 3. advance the symbol's book with :func:`trademl.backtest.step` (the backtester's own code:
    fill the pending order at this open, check the stop/target within the bar, mark to
    market, size the new signal with the RiskEngine's rule into an order for the next open);
-4. journal the decision (the candle, the signal, its probabilities and the model version
+4. journal the decision row (the candle, the signal, its probabilities and the model version
    that made it), the orders, fills, trades and the new book in one SQLite transaction, then
    adopt the new book (write-ahead: a crash loses nothing committed and repeats nothing).
 
-Every journal row a candle produces says who made it: ``decision``, ``order``, ``fill`` and
-``exit`` events carry the model name and version (``model``, ``model_version``) of an
+Every journal row a candle produces says who made it: decision rows and ``order``, ``fill``
+and ``exit`` events carry the model name and version (``model``, ``model_version``) of an
 MLStrategy, or the ``strategy`` type of a strategy without a model. A fill and an exit carry
 the version that decided the order they fill or close (see :mod:`trademl.live.divergence`).
 
@@ -217,27 +217,27 @@ class SymbolTrader:
         )
         self.latencies.append(time.perf_counter() - start)
         by = self.who()
-        decision = {
-            "open": candle.open,
-            "high": candle.high,
-            "low": candle.low,
-            "close": candle.close,
-            "volume": candle.volume,
-            # LONG/SHORT/FLAT, or None while the strategy warms up (no decision)
-            "signal": SIDE_NAME[side] if meta else None,
-            "confidence": meta.get("confidence"),
-            "p_SHORT": meta.get("p_SHORT"),
-            "p_FLAT": meta.get("p_FLAT"),
-            "p_LONG": meta.get("p_LONG"),
-            "sl_distance": sl if meta else None,
-            "tp_distance": tp if meta else None,
-            **by,
-        }
+        decision = (  # journal.DECISION_COLUMNS; signal None: warming up, no decision
+            candle.open,
+            candle.high,
+            candle.low,
+            candle.close,
+            candle.volume,
+            SIDE_NAME[side] if meta else None,
+            meta.get("confidence"),
+            meta.get("p_SHORT"),
+            meta.get("p_FLAT"),
+            meta.get("p_LONG"),
+            sl if meta else None,
+            tp if meta else None,
+            by["strategy"],
+            by.get("model"),
+            by.get("model_version"),
+        )
         events, trades, entry_ts, order_by, position_by = self._changes(
             candle, new, self.buffer[:k], meta, by
         )
-        events.insert(0, ("decision", decision))
-        self.journal.commit(self.symbol, candle.timestamp, new, entry_ts, events, trades)
+        self.journal.commit(self.symbol, candle.timestamp, new, entry_ts, events, trades, decision)
         self.state, self.entry_ts, self.last_ts = new, entry_ts, candle.timestamp
         self._order_by, self._position_by = order_by, position_by
         log.info(

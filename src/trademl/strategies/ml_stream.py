@@ -14,6 +14,8 @@ if TYPE_CHECKING:
 
 __all__ = ["MLStream"]
 
+_P_KEYS = tuple(f"p_{label}" for label in LABELS)
+
 
 class MLStream(SignalStream):
     """Streamed features, the version's fast predictor, and :func:`probability_signals`' rules
@@ -57,7 +59,7 @@ class MLStream(SignalStream):
         codes, confidence = signals_from_probabilities(proba, s.min_confidence)
         # the class probabilities (p_SHORT, p_FLAT, p_LONG as in MLStrategy's batch signals),
         # for the live journal's decision rows; not part of the spec's signal metadata
-        self.details = {f"p_{label}": float(p) for label, p in zip(LABELS, proba[0], strict=True)}
+        self.details = dict(zip(_P_KEYS, proba[0].tolist(), strict=True))
         atr = self.features.atr(s.atr_period)
         side = 0 if atr != atr else int(_CODE_TO_SIDE[codes[0]])  # NaN ATR: no trade
         conf = float(confidence[0])
