@@ -322,3 +322,48 @@ def test_a_candle_the_feed_revised_is_named_with_check_feed(session, journal, tm
     assert f"(a candle the feed revised at {trade['entry_time']} (close received" in out
     code, out, _ = report(journal, "--no-mlflow", capsys=capsys)  # without it: not known
     assert "feed revised" not in out
+
+
+def test_a_resumed_session_matches_and_a_later_divergence_names_the_restart(
+    session, tmp_path, capsys
+):
+    from trademl._hydra import compose_config
+    from trademl.live.app import run_live
+
+    store, csv = session["store"], session["csv"]
+    first = tmp_path / "first.csv"
+    pd.read_csv(csv).head(350).to_csv(first, index=False)
+    journal = tmp_path / "resumed.db"
+
+    def cfg(path, *extra):
+        return compose_config(
+            [
+                f"mlflow.tracking_uri={store['uri']}",
+                f"feeds.0.path={path}",
+                f"live.journal={journal}",
+                "live.window=null",
+                "log_to_mlflow=false",
+                *extra,
+            ],
+            config_name="live",
+        )
+
+    run_live(cfg(first, "live.close_at_end=false"))  # stopped with its book as it was
+    run_live(cfg(csv))  # the restart trades the rest of the file
+    resumed = payloads(journal, "resumed")
+    assert len(resumed) == 1 and resumed[0][0] == pd.Timestamp(pd.read_csv(first).iloc[-1, 0])
+    assert len(decisions_of(journal)) == 600
+    fills = payloads(journal, "fill")  # a fill after the restart knows its order's version
+    assert fills and all(p["model_version"] == "1" for _, p in fills)
+    code, out, err = report(journal, "--no-mlflow", capsys=capsys)
+    assert code == 0, out + err
+    later = trades_of(journal)
+    later = later[later["entry_time"] > resumed[0][0]].iloc[0]
+    with sqlite3.connect(journal) as db:
+        db.execute("DELETE FROM trades WHERE id = ?", (int(later["id"]),))
+    code, out, _ = report(journal, "--no-mlflow", capsys=capsys)
+    assert code == 1
+    assert out.splitlines()[0].endswith(
+        f"first divergence at {later['entry_time']} (session resumed after a stop or crash at "
+        f"{resumed[0][0]})"
+    )
