@@ -367,3 +367,62 @@ def test_a_resumed_session_matches_and_a_later_divergence_names_the_restart(
         f"first divergence at {later['entry_time']} (session resumed after a stop or crash at "
         f"{resumed[0][0]})"
     )
+
+
+def _scalping_session(store, tmp_path, *extra):
+    from trademl._hydra import compose_config
+    from trademl.live.app import run_live
+
+    csv = tmp_path / "ETHUSDT.csv"
+    generate_ohlcv(400, seed=5, start="2025-01-01").to_csv(csv, index_label="timestamp")
+    journal = tmp_path / "scalping.db"
+    run_live(
+        compose_config(
+            [
+                f"mlflow.tracking_uri={store['uri']}",
+                f"mlflow.artifact_root={store['artifacts']}",
+                f"feeds.0.path={csv}",
+                "feeds.0.symbol=ETHUSDT",
+                f"live.journal={journal}",
+                "strategy.type=scalping_ema_rsi",
+                "strategy.params=null",
+                *extra,
+            ],
+            config_name="live",
+        )
+    )
+    return journal
+
+
+def test_a_strategy_without_a_model_is_traced_by_its_type_and_reported(store, tmp_path, capsys):
+    journal = _scalping_session(store, tmp_path, "log_to_mlflow=false")
+    rows = [p for _, p in decisions_of(journal)]
+    assert len(rows) == 400
+    assert all(r["strategy"] == "rule_based" and r["model_version"] is None for r in rows)
+    assert all(p["strategy"] == "rule_based" for _, p in payloads(journal, "fill"))
+    code, out, err = report(journal, "--decisions", capsys=capsys)
+    assert code == 0, out + err
+    n = len(trades_of(journal))
+    assert n > 0
+    assert out.splitlines()[0] == (
+        f"ETHUSDT: {n} matched, 0 only live, 0 only backtest; no divergence over 400 bars "
+        "(scalping_ema_rsi)"
+    )
+    assert "0 mismatch(es)" in out
+    assert "the session logged no MLflow run (log_to_mlflow=false): nothing logged" in out
+
+
+def test_a_report_that_fails_at_the_sessions_end_does_not_fail_the_session(
+    store, tmp_path, monkeypatch
+):
+    import trademl.live.divergence as divergence
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("report blew up")
+
+    monkeypatch.setattr(divergence, "divergence_report", broken)
+    _scalping_session(store, tmp_path)
+    client = client_for(store)
+    run = client.search_runs([client.get_experiment_by_name("trademl-live").experiment_id])[0]
+    assert run.info.status == "FINISHED"
+    assert run.data.tags["divergence"] == "not computed: report blew up"

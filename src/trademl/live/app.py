@@ -184,8 +184,11 @@ class SessionTracker:
                 self.journal_path, tracking_uri=self.rec.settings.tracking_uri
             )
             log_report(report, self.rec)
-        except TradeMLError as exc:
-            log.error("no divergence report for %s: %s", self.journal_path, exc)
+        except Exception as exc:  # the session's own outcome stands: the report is about it
+            if isinstance(exc, TradeMLError):
+                log.error("no divergence report for %s: %s", self.journal_path, exc)
+            else:
+                log.exception("the divergence report of %s failed", self.journal_path)
             self.rec.set_tags({"divergence": f"not computed: {exc}"[:5000]})
             return None
         for item in report.symbols:
