@@ -426,3 +426,18 @@ def test_a_report_that_fails_at_the_sessions_end_does_not_fail_the_session(
     run = client.search_runs([client.get_experiment_by_name("trademl-live").experiment_id])[0]
     assert run.info.status == "FINISHED"
     assert run.data.tags["divergence"] == "not computed: report blew up"
+
+
+def test_a_trade_entered_a_bar_late_is_paired_with_its_entry_bar_difference(journal, capsys):
+    trade = trades_of(journal).iloc[1]
+    late = trade["entry_time"] + pd.Timedelta(hours=1)
+    assert late < trade["exit_time"]  # still overlapping the backtest's trade
+    with sqlite3.connect(journal) as db:
+        db.execute("UPDATE trades SET entry_time = ? WHERE id = ?", (str(late), int(trade["id"])))
+    code, out, _ = report(journal, "--no-mlflow", capsys=capsys)
+    assert code == 1
+    assert "(1 with differences), 0 only live, 0 only backtest, first divergence at " in out
+    assert f"first divergence at {trade['entry_time']} (unknown" in out.splitlines()[0]
+    table = pd.read_csv(journal.parent / "divergence.csv")
+    row = table[table["status"] == "differs"].iloc[0]
+    assert (row["entry_bar_diff"], row["exit_bar_diff"]) == (1, 0)

@@ -12,7 +12,8 @@ backtest, and the first bar where the two part, with the reason where the journa
 a model version switch, a rejected order, a partial fill, a resumed session, a candle the
 feed revised (``check_feed``), else "unknown" with the first bar where the signals differ.
 
-:func:`recheck_decisions` re-runs every recorded decision with its recorded model version.
+``decisions=True`` (``--decisions``) re-runs every recorded decision with its recorded model
+version.
 """
 
 from __future__ import annotations
@@ -34,7 +35,6 @@ __all__ = [
     "SymbolDivergence",
     "divergence_report",
     "load_session",
-    "recheck_decisions",
 ]
 
 _REL = 1e-9  # prices, sizes, fees and P&L equal to this relative tolerance count as equal
@@ -75,6 +75,8 @@ class SymbolDivergence:
         )
         if self.count("open_live"):
             text += f", {self.count('open_live')} still open live"
+        if not self.bars:
+            return f"{self.symbol}: no candle received yet, nothing to compare"
         if self.first_bar is None:
             return text + f"; no divergence over {self.bars} bars ({self.model})"
         return text + f", first divergence at {self.first_bar} ({self.reason})"
@@ -205,11 +207,7 @@ def load_session(journal: Journal) -> dict[str, Any]:
     """The settings a session stored at its start, or a :class:`DataError` saying why the
     journal cannot be compared (written by a trademl before traceability)."""
     text = journal.get_meta("session")
-    tables = {r[0] for r in journal._db.execute("SELECT name FROM sqlite_master")}
-    has_decisions = (
-        "decisions" in tables and journal._db.execute("SELECT 1 FROM decisions LIMIT 1").fetchone()
-    )
-    if text is None or not has_decisions:
+    if text is None or not len(journal.decisions(limit=1)):
         missing = "its session settings" if text is None else "decision rows"
         raise DataError(
             f"{journal.path}: the journal has no {missing}: it was written by a trademl "
@@ -282,9 +280,10 @@ def divergence_report(
     finally:
         journal.close()
     out = DivergenceReport(Path(path), [])
-    for symbol in session["symbols"]:
-        if symbol not in candles:
-            continue  # no candle received yet: nothing traded, nothing to compare
+    for symbol in dict.fromkeys([*session["symbols"], *candles]):
+        if symbol not in candles:  # no candle received yet: nothing traded
+            out.symbols.append(SymbolDivergence(symbol, _empty_table(), None, "", 0, ""))
+            continue
         frame = candles[symbol]
         sym_events = events[events["symbol"] == symbol]
         _check_complete(path, symbol, frame, trades[trades["symbol"] == symbol], sym_events)
@@ -320,11 +319,6 @@ def _check_complete(path, symbol, frame, trades, events) -> None:
             "the candles before are unknown and no backtest can be compared with it; start a "
             "new journal to get reports"
         )
-
-
-def recheck_decisions(path: str | Path, *, tracking_uri: str | None = None) -> DivergenceReport:
-    """:func:`divergence_report` with every decision re-run (``--decisions``)."""
-    return divergence_report(path, tracking_uri=tracking_uri, decisions=True)
 
 
 def _ohlcv(frame: pd.DataFrame) -> pd.DataFrame:
@@ -428,17 +422,22 @@ _TABLE_COLUMNS = [
 def _pair(symbol, live, bt, index, open_entry) -> pd.DataFrame:
     """One row per trade: live and backtest trades holding the same side over overlapping
     bars are the same trade (paired once each, in time order)."""
-    live = live.sort_values("entry_time").reset_index(drop=True)
-    bt = bt.sort_values("entry_time").reset_index(drop=True)
+    live = live.sort_values("entry_time", kind="stable").reset_index(drop=True)
+    bt = bt.sort_values("entry_time", kind="stable").reset_index(drop=True)
+    b_entry = pd.DatetimeIndex(bt["entry_time"]).as_unit("ns").asi8  # UTC nanoseconds
+    b_exit = pd.DatetimeIndex(bt["exit_time"]).as_unit("ns").asi8
+    b_side = bt["side"].to_numpy()
     used = np.zeros(len(bt), bool)
-    rows = []
-    for _, lt in live.iterrows():
+    rows, start = [], 0
+    for lt in live.to_dict("records"):
+        entry, exit_ = lt["entry_time"].value, lt["exit_time"].value
+        while start < len(bt) and (used[start] or b_exit[start] < entry):
+            start += 1  # trades over before this one began overlap no later live trade
         match = None
-        for j in range(len(bt)):
-            b = bt.iloc[j]
-            if used[j] or b["side"] != lt["side"]:
-                continue
-            if b["entry_time"] <= lt["exit_time"] and lt["entry_time"] <= b["exit_time"]:
+        for j in range(start, len(bt)):
+            if b_entry[j] > exit_:
+                break
+            if not used[j] and b_side[j] == lt["side"] and b_exit[j] >= entry:
                 match = j
                 break
         if match is None:

@@ -271,13 +271,14 @@ class Journal:
         query = "SELECT * FROM events" + (" WHERE kind = ?" if kind else "") + " ORDER BY seq"
         return pd.read_sql_query(query, self._db, params=(kind,) if kind else ())
 
-    def decisions(self) -> pd.DataFrame:
-        """Every decision row in order (empty, with the columns, for a journal written before
-        decision rows existed)."""
+    def decisions(self, limit: int | None = None) -> pd.DataFrame:
+        """The decision rows in order, the first ``limit`` only if given (none, with the
+        columns, for a journal written before decision rows existed)."""
         tables = {r[0] for r in self._db.execute("SELECT name FROM sqlite_master")}
         if "decisions" not in tables:  # an old journal opened read-only
             return pd.DataFrame(columns=["symbol", "bar_ts", *DECISION_COLUMNS])
-        return pd.read_sql_query("SELECT * FROM decisions ORDER BY rowid", self._db)
+        query = "SELECT * FROM decisions ORDER BY rowid" + (" LIMIT ?" if limit else "")
+        return pd.read_sql_query(query, self._db, params=(limit,) if limit else ())
 
     def books(self) -> pd.DataFrame:
         return pd.read_sql_query("SELECT symbol, bar_ts, state, entry_ts FROM books", self._db)
