@@ -26,19 +26,24 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from trademl.errors import DataError, InsufficientDataError
+from trademl.errors import DataError
 from trademl.live.journal import Journal
+from trademl.live.session_replay import (
+    SIDE_NAME,
+    DecisionMismatch,
+    check_complete,
+    load_session,
+    ohlcv,
+    pinned_strategy,
+    recheck_decisions,
+    session_candles,
+    signals_on,
+    versions,
+)
 
-__all__ = [
-    "DecisionMismatch",
-    "DivergenceReport",
-    "SymbolDivergence",
-    "divergence_report",
-    "load_session",
-]
+__all__ = ["DivergenceReport", "SymbolDivergence", "divergence_report"]
 
 _REL = 1e-9  # prices, sizes, fees and P&L equal to this relative tolerance count as equal
-_PROBA = ("p_SHORT", "p_FLAT", "p_LONG")
 _CAUSES = ("model_reloaded", "rejected", "partial_fill", "resumed")
 _SIDE = {"LONG": 1, "SHORT": -1, "FLAT": 0}
 
@@ -83,16 +88,6 @@ class SymbolDivergence:
 
 
 @dataclass
-class DecisionMismatch:
-    symbol: str
-    bar: pd.Timestamp
-    model_version: str
-    what: str  # "signal" or a probability column
-    live: Any
-    recomputed: Any
-
-
-@dataclass
 class DivergenceReport:
     """The whole report: one :class:`SymbolDivergence` per symbol, and the decision re-run
     (``decisions_checked`` is 0 when it was not asked for)."""
@@ -115,7 +110,7 @@ class DivergenceReport:
         matched = table[table["status"].isin(["matched", "differs"])]
 
         def worst(col: str) -> float:
-            values = matched[col].abs() if len(matched) else pd.Series(dtype=float)
+            values = pd.to_numeric(matched[col]).abs() if len(matched) else pd.Series()
             return float(values.max()) if len(values) else 0.0
 
         out = {
@@ -126,10 +121,10 @@ class DivergenceReport:
             "divergence_symbols": float(sum(s.diverged for s in self.symbols)),
             "divergence_max_entry_slippage_bps": worst("entry_slippage_bps"),
             "divergence_max_exit_slippage_bps": worst("exit_slippage_bps"),
-            "divergence_total_fee_difference": float(matched["fees_diff"].sum())
+            "divergence_total_fee_difference": float(pd.to_numeric(matched["fees_diff"]).sum())
             if len(matched)
             else 0.0,
-            "divergence_total_pnl_difference": float(matched["pnl_diff"].sum())
+            "divergence_total_pnl_difference": float(pd.to_numeric(matched["pnl_diff"]).sum())
             if len(matched)
             else 0.0,
         }
@@ -203,56 +198,6 @@ class DivergenceReport:
         return "\n".join(lines)
 
 
-def load_session(journal: Journal) -> dict[str, Any]:
-    """The settings a session stored at its start, or a :class:`DataError` saying why the
-    journal cannot be compared (written by a trademl before traceability)."""
-    text = journal.get_meta("session")
-    if text is None or not len(journal.decisions(limit=1)):
-        missing = "its session settings" if text is None else "decision rows"
-        raise DataError(
-            f"{journal.path}: the journal has no {missing}: it was written by a trademl "
-            "before traceability (or no candle was processed yet), so the candles the session "
-            "received and the model versions that decided are unknown and no backtest can be "
-            "compared with it; run the session again with this trademl to get a report"
-        )
-    return json.loads(text)
-
-
-def _decisions(journal: Journal) -> dict[str, pd.DataFrame]:
-    rows = journal.decisions()
-    out = {}
-    for symbol, frame in rows.groupby("symbol", sort=False):
-        frame = frame.drop(columns="symbol")
-        frame.index = pd.DatetimeIndex(pd.to_datetime(frame.pop("bar_ts"), utc=True))
-        frame.index.name = "timestamp"
-        if not frame.index.is_unique:  # a candle committed twice cannot happen: say so
-            dup = frame.index[frame.index.duplicated()][0]
-            raise DataError(
-                f"{journal.path}: {symbol} has two decision rows for bar {dup}; the journal "
-                "was edited or written by two sessions at once"
-            )
-        frame = frame.astype({"signal": object, "model_version": object})
-        out[str(symbol)] = frame.sort_index()
-    return out
-
-
-def _strategy(session: dict[str, Any], frame: pd.DataFrame, version: str | None, uri) -> Any:
-    """The session's strategy; an MLStrategy pinned to ``models:/NAME/VERSION``."""
-    from trademl.live.app import build_strategy
-    from trademl.strategies import MLStrategy
-
-    strategy = build_strategy(session["strategy"], uri)
-    if isinstance(strategy, MLStrategy):
-        names = frame["model"].dropna() if "model" in frame else pd.Series(dtype=object)
-        if version is None or not len(names):
-            raise DataError(
-                "the session traded an ML strategy but its decision rows name no model version"
-            )
-        strategy.model_uri = f"models:/{names.iloc[0]}/{version}"
-        strategy.name = f"ml_strategy[{strategy.uri}]"
-    return strategy
-
-
 def divergence_report(
     path: str | Path,
     *,
@@ -273,7 +218,7 @@ def divergence_report(
                 f"{journal.path}: the session's tracking URI has a password, which the journal "
                 "does not keep; give the store with --tracking-uri"
             )
-        candles = _decisions(journal)
+        candles = session_candles(journal)
         trades = journal.trades()
         events = journal.events()
         books = journal.books()
@@ -286,7 +231,7 @@ def divergence_report(
             continue
         frame = candles[symbol]
         sym_events = events[events["symbol"] == symbol]
-        _check_complete(path, symbol, frame, trades[trades["symbol"] == symbol], sym_events)
+        check_complete(path, symbol, frame, trades[trades["symbol"] == symbol], sym_events)
         revised = _revised_candles(session, symbol, frame) if check_feed else None
         out.symbols.append(
             _compare(
@@ -301,56 +246,20 @@ def divergence_report(
             )
         )
         if decisions:
-            n, bad = _recheck(symbol, session, frame, uri)
+            n, bad = recheck_decisions(symbol, session, frame, uri)
             out.decisions_checked += n
             out.decision_mismatches += bad
     return out
 
 
-def _check_complete(path, symbol, frame, trades, events) -> None:
-    """Decision rows from the session's first candle on: a journal an older trademl started
-    (and this one resumed) has orders and trades before them, on candles nobody recorded."""
-    traded = events[events["kind"].isin(["order", "fill", "exit"])]["bar_ts"]
-    times = pd.to_datetime(pd.concat([traded, trades["entry_time"].astype(str)]), utc=True)
-    if len(times) and times.min() < frame.index[0]:
-        raise DataError(
-            f"{path}: {symbol} traded from {times.min()} but its decision rows start at "
-            f"{frame.index[0]}: the session was started by a trademl before traceability, so "
-            "the candles before are unknown and no backtest can be compared with it; start a "
-            "new journal to get reports"
-        )
-
-
-def _ohlcv(frame: pd.DataFrame) -> pd.DataFrame:
-    candles = frame[["open", "high", "low", "close", "volume"]].astype(np.float64)
-    candles.attrs["source"] = "the journal's decision rows"
-    return candles
-
-
-def _versions(frame: pd.DataFrame) -> list[str]:
-    if "model_version" not in frame:
-        return []
-    return [str(v) for v in pd.unique(frame["model_version"].dropna())]
-
-
-def _signals(strategy: Any, candles: pd.DataFrame) -> pd.DataFrame:
-    try:
-        return strategy.generate_signals(candles)
-    except InsufficientDataError:  # fewer candles than the strategy needs: no signal at all
-        return pd.DataFrame(
-            {"side": np.zeros(len(candles), np.int8), "sl_distance": np.nan, "tp_distance": 0.0},
-            index=candles.index,
-        )
-
-
 def _compare(symbol, session, frame, live, events, book, uri, revised) -> SymbolDivergence:
     from trademl.backtest import Backtest
 
-    versions = _versions(frame)
-    pinned = versions[0] if versions else None
-    strategy = _strategy(session, frame, pinned, uri)
-    candles = _ohlcv(frame)
-    signals = _signals(strategy, candles)
+    recorded = versions(frame)
+    pinned = recorded[0] if recorded else None
+    strategy = pinned_strategy(session, frame, pinned, uri)
+    candles = ohlcv(frame)
+    signals = signals_on(strategy, candles)
     ex = session["execution"]
     result = Backtest(
         candles,
@@ -559,12 +468,9 @@ def _reason(first, frame, signals, events, pinned, revised) -> str:
         ts = frame.index[np.flatnonzero(differ)[0]]
         return (
             f"unknown; the signals first differ at {ts}: live {frame.loc[ts, 'signal']}, "
-            f"backtest {_NAME[int(signals.loc[ts, 'side'])]}"
+            f"backtest {SIDE_NAME[int(signals.loc[ts, 'side'])]}"
         )
     return "unknown; the signals agree on every bar: the fills differ"
-
-
-_NAME = {1: "LONG", -1: "SHORT", 0: "FLAT"}
 
 
 def _describe(kind: str, ts: pd.Timestamp, payload: dict[str, Any]) -> str:
@@ -590,7 +496,7 @@ def _revised_candles(session, symbol, frame) -> tuple[pd.Timestamp, str] | None:
             "(it needs credentials, which are not kept)"
         )
     now = _feed(spec).history(None)
-    got = _ohlcv(frame)
+    got = ohlcv(frame)
     now = now.reindex(got.index)[got.columns]
     diff = ~np.isclose(now.to_numpy(), got.to_numpy(), rtol=0.0, atol=0.0, equal_nan=False)
     bad = diff.any(axis=1)
@@ -603,53 +509,3 @@ def _revised_candles(session, symbol, frame) -> tuple[pd.Timestamp, str] | None:
         f"a candle the feed revised at {ts} (close received {got.loc[ts, 'close']}, "
         f"now {now.loc[ts, 'close']})"
     )
-
-
-def _recheck(symbol, session, frame, uri) -> tuple[int, list[DecisionMismatch]]:
-    """Every decision recomputed with its recorded model version on the candles received up
-    to its bar, the way the session decided: the strategy's stream, candle by candle (the
-    version's fast predictor; a strategy without a stream: its causal batch). Signals equal,
-    probabilities within 1e-9."""
-    from trademl.live.runtime import _stream
-
-    candles = _ohlcv(frame)
-    decided = frame["signal"].notna().to_numpy()
-    checked, bad = 0, []
-    groups = [(v, (frame["model_version"].astype(str) == v).to_numpy()) for v in _versions(frame)]
-    for version, rows in groups or [(None, np.ones(len(frame), bool))]:
-        strategy = _strategy(session, frame, version, uri)
-        again = _rerun(strategy, _stream(strategy, symbol, session.get("window")), candles)
-        at = np.flatnonzero(rows & decided)
-        checked += len(at)
-        found: list[tuple[int, str, Any, Any]] = []
-        for i in at:
-            live, out = frame.iloc[i], again[i]
-            name = None if out is None else out["signal"]
-            if live["signal"] != name:
-                found.append((i, "signal", live["signal"], name))
-            for col in _PROBA:
-                value = None if out is None else out.get(col)
-                if value is None or col not in frame or pd.isna(live[col]):
-                    continue  # a strategy without probabilities
-                if not abs(float(live[col]) - float(value)) <= 1e-9:
-                    found.append((i, col, float(live[col]), float(value)))
-        bad += [
-            DecisionMismatch(symbol, frame.index[i], str(version), what, a, b)
-            for i, what, a, b in found
-        ]
-    return checked, bad
-
-
-def _rerun(strategy: Any, stream: Any, candles: pd.DataFrame) -> list[dict[str, Any] | None]:
-    """Each candle's decision: ``{signal, p_*}``, or ``None`` while warming up."""
-    if stream is None:
-        signals = _signals(strategy, candles)
-        return [
-            {"signal": _NAME[int(r["side"])], **{c: r.get(c) for c in _PROBA if c in r}}
-            for _, r in signals.iterrows()
-        ]
-    out: list[dict[str, Any] | None] = []
-    for ts, row in zip(candles.index, candles.itertuples(index=False), strict=True):
-        decision = stream.update({"timestamp": ts, **row._asdict()})
-        out.append(None if decision is None else {"signal": decision["signal"], **stream.details})
-    return out
