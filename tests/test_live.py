@@ -140,6 +140,9 @@ def test_rule_based_replay_equals_the_backtest_with_two_symbols(store, candles_c
         # each symbol trades half of the cash: the backtest with that cash is identical
         bt = backtest_trades(store, csv, "strategy=scalping_ema_rsi", "backtest.cash=5000")
         assert_same_trades(trades[trades["symbol"] == symbol], bt)
+    # the session's divergence report pairs every trade of both symbols
+    assert run.data.metrics["divergence_matched"] == len(trades)
+    assert run.data.metrics["divergence_symbols"] == 0 and run.data.tags["divergence"] == "none"
 
 
 @pytest.mark.parametrize(
