@@ -394,11 +394,12 @@ def _row(symbol, lt, b, index, status) -> dict[str, Any]:
         )
         row["entry_bar_diff"] = int(bars[0] - bars[1])
         row["exit_bar_diff"] = int(bars[2] - bars[3])
-        # slippage: what live paid more than the backtest, in price and in bps (> 0 = worse)
+        # slippage: what live paid more than the backtest, in price and in bps (> 0 = worse;
+        # + 0.0 writes no -0.0)
         row["entry_slippage"] = row["live_entry_price"] - row["bt_entry_price"]
-        row["entry_slippage_bps"] = sign * 1e4 * row["entry_slippage"] / row["bt_entry_price"]
+        row["entry_slippage_bps"] = sign * 1e4 * row["entry_slippage"] / row["bt_entry_price"] + 0.0
         row["exit_slippage"] = row["live_exit_price"] - row["bt_exit_price"]
-        row["exit_slippage_bps"] = -sign * 1e4 * row["exit_slippage"] / row["bt_exit_price"]
+        row["exit_slippage_bps"] = -sign * 1e4 * row["exit_slippage"] / row["bt_exit_price"] + 0.0
         row["fees_diff"] = row["live_fees"] - row["bt_fees"]
         row["pnl_diff"] = row["live_pnl"] - row["bt_pnl"]
         same = (

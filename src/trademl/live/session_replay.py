@@ -49,7 +49,7 @@ def load_session(journal: Journal) -> dict[str, Any]:
     journal cannot be compared (written by a trademl before traceability)."""
     text = journal.get_meta("session")
     if text is None or not len(journal.decisions(limit=1)):
-        missing = "its session settings" if text is None else "decision rows"
+        missing = "session settings" if text is None else "decision rows"
         raise DataError(
             f"{journal.path}: the journal has no {missing}: it was written by a trademl "
             "before traceability (or no candle was processed yet), so the candles the session "
