@@ -1,7 +1,9 @@
 """The live journal: SQLite in WAL mode, one transaction per processed candle.
 
-For every candle a symbol processes, the orders placed, fills, closed trades and the new
-position state are written in **one** transaction before the runtime adopts the new state.
+For every candle a symbol processes, its decision row (table ``decisions``: the candle, the
+signal, its probabilities and the model version that made it), the orders placed, fills,
+closed trades and the new position state are written in **one** transaction before the
+runtime adopts the new state.
 A crash (even ``kill -9``) loses at most the candle being processed, which is processed again
 on restart from the last committed state: no order is lost and none is duplicated.
 
@@ -10,6 +12,10 @@ One process at a time: opening a journal takes an exclusive OS lock on ``<journa
 ``trademl live`` on the same journal is refused at once and a crashed one never blocks a
 restart. A file that is not a trademl journal (empty, another database) is refused, never
 silently started over.
+
+The session's settings (meta ``session``, secrets masked) and its decision rows let
+``trademl live report`` re-run it (:mod:`trademl.live.divergence`); journals written before
+them stay readable and resumable, and the report says it cannot compare them.
 """
 
 from __future__ import annotations
