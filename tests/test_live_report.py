@@ -441,3 +441,15 @@ def test_a_trade_entered_a_bar_late_is_paired_with_its_entry_bar_difference(jour
     table = pd.read_csv(journal.parent / "divergence.csv")
     row = table[table["status"] == "differs"].iloc[0]
     assert (row["entry_bar_diff"], row["exit_bar_diff"]) == (1, 0)
+
+
+def test_a_recorded_version_missing_from_the_registry_is_one_clear_error(journal, capsys):
+    with sqlite3.connect(journal) as db:
+        db.execute("UPDATE decisions SET model_version = '7' WHERE rowid > 300")
+    code, out, err = report(journal, "--no-mlflow", capsys=capsys)
+    assert code == 0, out + err  # the trades were made by version 1, as the backtest's
+    code, out, err = report(journal, "--no-mlflow", "--decisions", capsys=capsys)
+    assert code == 2 and out == ""
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("trademl: error:") and "7" in lines[0]
+    assert "Traceback" not in err
