@@ -148,6 +148,18 @@ def test_a_session_through_the_ccxt_feed_and_broker_trades_as_the_backtest(tmp_p
     assert sum(o["algoStatus"] == "FINISHED" for o in stops) == (bt["exit_reason"] == "stop").sum()
     # every order once: no client id executed twice
     assert set(executions.values()) == {1} and len(executions) == len(market) >= len(bt)
+    # every decision journaled with its candle; the divergence report finds none
+    from trademl.live.divergence import divergence_report
+    from trademl.live.journal import Journal
+
+    journal = Journal(tmp_path / "j.db", lock=False)
+    try:
+        assert len(journal.decisions()) == len(candles)
+        assert journal.get_meta(f"trading_from:{SYMBOL}") == str(first)
+    finally:
+        journal.close()
+    report = divergence_report(tmp_path / "j.db")
+    assert not report.diverged and report.symbols[0].matched == len(bt), report.text()
 
 
 def _hydra_value(value) -> str:

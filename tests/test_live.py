@@ -108,7 +108,16 @@ def test_ml_replay_equals_the_backtest_and_is_an_mlflow_session(
     } <= set(run.data.metrics)
     history = client.get_metric_history(run.info.run_id, "equity_BTCUSDT")
     assert len(history) == 700
-    assert [a.path for a in client.list_artifacts(run.info.run_id, "live")] == ["live/trades.csv"]
+    assert [a.path for a in client.list_artifacts(run.info.run_id, "live")] == [
+        "live/divergence",
+        "live/trades.csv",
+    ]
+    # the session's end logs the divergence report: a finished replay equals its backtest
+    assert run.data.metrics["divergence_matched"] == len(summary.trades)
+    assert run.data.metrics["divergence_only_live"] == 0
+    assert run.data.metrics["divergence_only_backtest"] == 0
+    assert run.data.metrics["divergence_differs"] == 0
+    assert run.data.tags["divergence"] == "none"
 
 
 def test_rule_based_replay_equals_the_backtest_with_two_symbols(store, candles_csv, tmp_path):
@@ -133,6 +142,9 @@ def test_rule_based_replay_equals_the_backtest_with_two_symbols(store, candles_c
         # each symbol trades half of the cash: the backtest with that cash is identical
         bt = backtest_trades(store, csv, "strategy=scalping_ema_rsi", "backtest.cash=5000")
         assert_same_trades(trades[trades["symbol"] == symbol], bt)
+    # the session's divergence report pairs every trade of both symbols
+    assert run.data.metrics["divergence_matched"] == len(trades)
+    assert run.data.metrics["divergence_symbols"] == 0 and run.data.tags["divergence"] == "none"
 
 
 @pytest.mark.parametrize(

@@ -7,6 +7,7 @@ Subcommands::
     trademl backtest [model=models:/NAME/STAGE | strategy=scalping_ema_rsi] [overrides...]
     trademl walkforward [training overrides...]   # see conf/walkforward.yaml
     trademl live feeds.0.path=candles.csv [overrides...]   # see conf/live.yaml
+    trademl live report JOURNAL [--decisions] [--out DIR]  # live versus backtest
     trademl models list | info REF | promote NAME VERSION | delete NAME [VERSION] --yes
     trademl server [mlflow=team] [server.port=5000 ...] [--check]   # conf/server.yaml
     trademl data synth --rows 5000 --seed 1 --out candles.csv
@@ -17,7 +18,8 @@ Subcommands::
 
 Errors a user can fix (:class:`trademl.errors.TradeMLError`) are printed as one
 line on stderr with exit status 2, never as a traceback. ``trademl check lookahead``
-exits with 0 when clean and 1 when a column uses the future.
+exits with 0 when clean and 1 when a column uses the future; ``trademl live report``
+with 0 when live and its backtest match and 1 when they diverge.
 """
 
 from __future__ import annotations
@@ -357,7 +359,8 @@ _HYDRA_COMMANDS = {
     "tune": "an Optuna study of trainings, shared by any number of workers",
     "backtest": "backtest a strategy, logged as an MLflow run",
     "walkforward": "walk-forward evaluation: retrain per fold, trade out of sample",
-    "live": "live paper trading on candle feeds",
+    "live": "live paper trading on candle feeds (`trademl live report JOURNAL`: live versus "
+    "backtest)",
 }
 
 
@@ -483,7 +486,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
 
 
+def _live_report(args_list: list[str]) -> int:
+    """``trademl live report ...`` (``trademl live`` itself takes Hydra overrides, which
+    always contain ``=``, so the word ``report`` cannot be one)."""
+    from trademl.live.report import add_report_parser, run_report
+
+    parser = _Parser(prog="trademl live")
+    add_report_parser(parser.add_subparsers(dest="live_command", required=True))
+    args = parser.parse_args(["report", *args_list])
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return run_report(args)
+    except TradeMLError as exc:
+        report(exc)
+        return EXIT_USER_ERROR
+
+
 def _main(args_list: list[str]) -> int:
+    if args_list[:2] == ["live", "report"]:
+        return _live_report(args_list[2:])
     if args_list[:1] and args_list[0] in _HYDRA_COMMANDS:
         logging.basicConfig(level=logging.WARNING)
         try:

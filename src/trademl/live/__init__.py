@@ -1,6 +1,8 @@
-"""Live paper trading: feeds, the SQLite journal, the runtime and its app (``trademl live``)."""
+"""Live paper trading: feeds, the SQLite journal, the runtime and its app (``trademl live``), and
+the divergence report (``trademl live report``)."""
 
 from trademl.live.ccxt_feed import CcxtFeed
+from trademl.live.divergence import DivergenceReport, divergence_report
 from trademl.live.feeds import Candle, Feed, FollowFeed, ReplayFeed
 from trademl.live.journal import Journal
 from trademl.live.runtime import Execution, LiveRuntime, SymbolTrader
@@ -8,6 +10,7 @@ from trademl.live.runtime import Execution, LiveRuntime, SymbolTrader
 __all__ = [
     "Candle",
     "CcxtFeed",
+    "DivergenceReport",
     "Execution",
     "Feed",
     "FollowFeed",
@@ -15,4 +18,5 @@ __all__ = [
     "LiveRuntime",
     "ReplayFeed",
     "SymbolTrader",
+    "divergence_report",
 ]

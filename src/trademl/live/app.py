@@ -9,7 +9,9 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import importlib
+import json
 import logging
+import re
 import time
 import uuid
 from typing import Any
@@ -123,6 +125,7 @@ class SessionTracker:
             journal.set_meta("mlflow_run_id", self.rec.run_id)
             self.rec.log_params(params)
         self.client, self.run_id = self.rec.client, self.rec.run_id
+        self.journal_path = journal.path
 
     def candle(self, trader: SymbolTrader) -> None:
         """The symbol's equity, position and realised P&L at this candle, as step metrics: at
@@ -166,7 +169,33 @@ class SessionTracker:
         self.rec.log_metrics(metrics)
         with self.rec.artifact_dir("live") as tmp:
             summary.trades.to_csv(tmp / "trades.csv", index=False)
+        self.log_divergence()
         self.rec.end("KILLED" if summary.stopped_by_signal else "FINISHED")
+
+    def log_divergence(self) -> Any:
+        """The divergence report (live versus a backtest of the same model version on the
+        candles received) in the run: ``live/divergence/`` and ``divergence_*`` metrics. A
+        report that cannot be made is logged as an error and a ``divergence`` tag, and the
+        session still ends as it would have."""
+        from trademl.errors import TradeMLError
+        from trademl.live.divergence import divergence_report
+        from trademl.live.report import log_report
+
+        try:
+            report = divergence_report(
+                self.journal_path, tracking_uri=self.rec.settings.tracking_uri
+            )
+            log_report(report, self.rec)
+        except Exception as exc:  # the session's own outcome stands: the report is about it
+            if isinstance(exc, TradeMLError):
+                log.error("no divergence report for %s: %s", self.journal_path, exc)
+            else:
+                log.exception("the divergence report of %s failed", self.journal_path)
+            self.rec.set_tags({"divergence": f"not computed: {exc}"[:5000]})
+            return None
+        for item in report.symbols:
+            (log.warning if item.diverged else log.info)("divergence: %s", item.summary())
+        return report
 
 
 def build_runtime(cfg: DictConfig) -> tuple[LiveRuntime, SessionTracker | None]:
@@ -192,11 +221,13 @@ def build_runtime(cfg: DictConfig) -> tuple[LiveRuntime, SessionTracker | None]:
     risk, mlflow_settings = checked["risk"], checked["mlflow"]
     feeds = [_feed(f) for f in feeds_cfg]
     broker = _broker(checked["broker"], feeds, risk)  # before the journal: cheap refusals first
+    session = session_settings(cfg, execution, risk, mlflow_settings, feeds_cfg)
     durable = live.get("durable", "auto")
     if durable == "auto":
         durable = not all(f.replayable for f in feeds)
     journal = Journal(live["journal"], durable=bool(durable))
     try:
+        _store_session(journal, session)
         return _assemble(
             cfg,
             live,
@@ -329,6 +360,65 @@ def _broker(settings: Any, feeds: list[Feed], risk: Any) -> Any:
     for feed in feeds:
         broker.check_market(feed.symbol, risk.size_step, float(risk.min_size))
     return broker
+
+
+_SECRET_KEY = re.compile(r"key|secret|password|passwd|passphrase|token|pass$|uid|login", re.I)
+
+
+def _masked(value: Any, key: str = "") -> Any:
+    """``value`` with every secret-looking entry (api keys, secrets, passwords, tokens,
+    passwords in URLs) replaced by ``***``."""
+    from trademl.tracking.server_store import mask_secrets
+
+    if isinstance(value, dict):
+        return {k: _masked(v, str(k)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_masked(v, key) for v in value]
+    if value is not None and _SECRET_KEY.search(key):
+        return "***"
+    return mask_secrets(value) if isinstance(value, str) else value
+
+
+def session_settings(cfg, execution, risk, mlflow_settings, feeds_cfg) -> dict[str, Any]:
+    """What ``trademl live report`` needs to re-run the session (no secrets): the strategy
+    spec, risk, fill settings, the feeds and where the session's run is logged."""
+    from trademl import __version__
+
+    strategy = OmegaConf.to_container(cfg.strategy, resolve=True)
+    return {
+        "trademl": __version__,
+        "strategy": _masked(strategy),
+        "risk": dataclasses.asdict(risk),
+        "execution": dataclasses.asdict(execution),
+        "cash_per_symbol": execution.cash / len(feeds_cfg),
+        "symbols": [f["symbol"] for f in feeds_cfg],
+        "feeds": _masked(feeds_cfg),
+        "window": cfg.live.get("window"),
+        "mlflow": {
+            "tracking_uri": _masked(mlflow_settings.tracking_uri),
+            "experiment_name": mlflow_settings.experiment_name,
+        },
+    }
+
+
+def _store_session(journal: Journal, session: dict[str, Any]) -> None:
+    """The settings, once, at the journal's first session; a resumed session with other
+    settings is told so (the report re-runs the first session's)."""
+    text = json.dumps(session, sort_keys=True, default=str)
+    stored = journal.get_meta("session")
+    if stored is None:
+        journal.set_meta("session", text)
+        return
+    before = {k: v for k, v in json.loads(stored).items() if k != "trademl"}
+    now = {k: v for k, v in json.loads(text).items() if k != "trademl"}
+    changed = sorted(k for k in before.keys() | now.keys() if before.get(k) != now.get(k))
+    if changed:
+        log.warning(
+            "%s: resumed with other settings (%s) than the session started with; "
+            "`trademl live report` re-runs the session's first settings",
+            journal.path,
+            ", ".join(changed),
+        )
 
 
 def _check_out_of_sample(model, feeds, journal: Journal, allow: bool) -> None:

@@ -108,6 +108,7 @@ class ExchangeTrader(SymbolTrader):
             )
         self.exchange_stops = stops == "exchange" or (stops == "auto" and broker.exchange_stops)
         self.tag = f"tml{session[:6]}{zlib.crc32(symbol.encode()) & 0xFFFF:04x}"
+        self._trading_from = journal.get_meta(f"trading_from:{symbol}")
 
     # -- the candle ----------------------------------------------------------------------------
     def process(self, candle: Candle) -> list[dict[str, Any]]:
@@ -117,10 +118,24 @@ class ExchangeTrader(SymbolTrader):
         trades = self._settle(candle.timestamp)  # what the exchange did during the bar
         new = self.state.copy()
         new[S_BAR] += 1.0
-        plan = self._plan(new, candle, side, sl, tp, meta, self._fresh(candle))
+        fresh = self._fresh(candle)
+        if fresh and self._trading_from is None:  # the report's backtest starts here too
+            self._trading_from = str(candle.timestamp)
+            self.journal.set_meta(f"trading_from:{self.symbol}", self._trading_from)
+        plan = self._plan(new, candle, side, sl, tp, meta, fresh)
         self._mark(new, candle.close)
         self.latencies.append(time.perf_counter() - start)
-        self.journal.commit(self.symbol, candle.timestamp, new, self.entry_ts, [], [], plan)
+        by = self.who()
+        for row in plan:  # who decided each order, with the signal's probabilities
+            row["detail"].update(
+                strategy=by["strategy"],
+                model=by.get("model"),
+                model_version=by.get("model_version"),
+            )
+        decision = self.decision_row(candle, side, sl, tp, meta, by)
+        self.journal.commit(
+            self.symbol, candle.timestamp, new, self.entry_ts, [], [], plan, decision=decision
+        )
         self.state, self.last_ts = new, candle.timestamp
         for order in plan:
             trades += self._execute(order, candle.close)

@@ -9,8 +9,14 @@ On every closed candle of every symbol (concurrently, one asyncio task per symbo
 3. advance the symbol's book with :func:`trademl.backtest.step` (the backtester's own code:
    fill the pending order at this open, check the stop/target within the bar, mark to
    market, size the new signal with the RiskEngine's rule into an order for the next open);
-4. journal the orders, fills, trades and the new book in one SQLite transaction, then adopt
-   the new book (write-ahead: a crash loses nothing committed and repeats nothing).
+4. journal the decision row (the candle, the signal, its probabilities and the model version
+   that made it), the orders, fills, trades and the new book in one SQLite transaction, then
+   adopt the new book (write-ahead: a crash loses nothing committed and repeats nothing).
+
+Every journal row a candle produces says who made it: decision rows and ``order``, ``fill``
+and ``exit`` events carry the model name and version (``model``, ``model_version``) of an
+MLStrategy, or the ``strategy`` type of a strategy without a model. A fill and an exit carry
+the version that decided the order they fill or close (see :mod:`trademl.live.divergence`).
 
 Each symbol trades its own share of the cash, so the books are independent and a replay gives
 exactly the backtest's trades. When a finite feed ends, open positions are closed at the last
@@ -37,6 +43,8 @@ import pandas as pd
 
 from trademl.backtest import (
     S_BAR,
+    S_ENTRY,
+    S_ENTRY_FEE,
     S_ENTRY_I,
     S_EQUITY,
     S_PEND,
@@ -56,6 +64,7 @@ from trademl.live.journal import Journal
 from trademl.periods import last_trained_bar
 from trademl.risk import RiskConfig
 from trademl.strategies import SIDE, MLStrategy
+from trademl.strategies.base import SIDE_NAME
 
 __all__ = ["Execution", "LiveRuntime", "SymbolTrader"]
 
@@ -95,11 +104,23 @@ class SymbolTrader:
         self.stream = _stream(strategy, symbol, window)
         self.window = pd.DataFrame()  # the trailing window of a strategy without a stream
         self.last_close = float("nan")
+        self._by_model: Any = None  # the loaded model version self._by describes
+        self._by: dict[str, Any] = {"strategy": getattr(strategy, "strategy_type", "unknown")}
+        # who decided the pending order and the open position (their fills and exits say so)
+        self._order_by: dict[str, Any] = {}
+        self._position_by: dict[str, Any] = {}
         restored = journal.load_book(symbol)
+        self.resumed = restored is not None
         if restored is None:
             self.state, self.last_ts, self.entry_ts = new_state(cash), None, None
         else:
             self.state, self.last_ts, self.entry_ts = restored
+            self._order_by = (
+                _by_of(journal.last_event(symbol, "order")) if self.state[S_PEND] else {}
+            )
+            self._position_by = (
+                _by_of(journal.last_event(symbol, "fill")) if self.state[S_POS] else {}
+            )
             history = feed.history(self.last_ts)
             if not len(history):  # e.g. a rotated file: the next candles rebuild the state
                 log.warning(
@@ -151,7 +172,24 @@ class SymbolTrader:
         if out is None:  # warming up
             return 0, float("nan"), float("nan"), {}
         meta = out["metadata"]
+        if self.stream is not None and self.stream.details:  # e.g. the class probabilities
+            meta = {**meta, **self.stream.details}
         return SIDE[out["signal"]], meta["sl_distance"], meta["tp_distance"], meta
+
+    def who(self) -> dict[str, Any]:
+        """Who decides now: ``{strategy, model, model_version}`` for an MLStrategy (the loaded
+        version), ``{strategy}`` for a strategy without a model."""
+        strategy = self.strategy
+        if isinstance(strategy, MLStrategy):
+            loaded = strategy.load()  # cached: an attribute check per candle
+            if loaded is not self._by_model:
+                self._by_model = loaded
+                self._by = {
+                    "strategy": strategy.strategy_type,
+                    "model": loaded.name or strategy.model_name,
+                    "model_version": str(loaded.version),
+                }
+        return self._by
 
     def _append(self, candle: Candle) -> None:
         row = pd.DataFrame(
@@ -189,10 +227,17 @@ class SymbolTrader:
         else:
             k, capped = self.pool.step(self, new, candle, side, sl, tp, self._params)
         self.latencies.append(time.perf_counter() - start)
-        events, trades, entry_ts = self._changes(candle, new, self.buffer[:k], side, meta)
+        by = self.who()
+        decision = self.decision_row(candle, side, sl, tp, meta, by)
+        events, trades, entry_ts, order_by, position_by = self._changes(
+            candle, new, self.buffer[:k], meta, by
+        )
         events += capped
-        self.journal.commit(self.symbol, candle.timestamp, new, entry_ts, events, trades)
+        self.journal.commit(
+            self.symbol, candle.timestamp, new, entry_ts, events, trades, decision=decision
+        )
         self.state, self.entry_ts, self.last_ts = new, entry_ts, candle.timestamp
+        self._order_by, self._position_by = order_by, position_by
         log.info(
             "%s %s close=%.2f signal=%s pos=%+d equity=%.2f trades=%d latency=%.1fms",
             self.symbol,
@@ -225,20 +270,65 @@ class SymbolTrader:
             "exit_reason": EXIT_REASONS[int(row[8])],
         }
 
-    def _changes(self, candle, new, closed, side, meta):
-        """Journal events and trades of one step, and the open position's entry time."""
+    @staticmethod
+    def decision_row(candle, side, sl, tp, meta, by) -> tuple:
+        """The journal's decision row of a candle (:data:`journal.DECISION_COLUMNS`): the
+        candle, the signal (None while the strategy warms up), its probabilities, stop and
+        target distances, and who decided."""
+        return (
+            candle.open,
+            candle.high,
+            candle.low,
+            candle.close,
+            candle.volume,
+            SIDE_NAME[side] if meta else None,
+            meta.get("confidence"),
+            meta.get("p_SHORT"),
+            meta.get("p_FLAT"),
+            meta.get("p_LONG"),
+            sl if meta else None,
+            tp if meta else None,
+            by["strategy"],
+            by.get("model"),
+            by.get("model_version"),
+        )
+
+    def _changes(self, candle, new, closed, meta, by):
+        """Journal events and trades of one step, the open position's entry time, and who
+        decided the pending order and the open position after it."""
         old, now, bar = self.state, str(candle.timestamp), int(new[S_BAR])
+        order_by, position_by = self._order_by, self._position_by
         events: list[tuple[str, dict[str, Any]]] = []
         trades = [
             self._trade(row, candle.timestamp, now if int(row[0]) == bar else self.entry_ts)
             for row in closed
         ]
-        if old[S_PEND] != 0:
+        if old[S_PEND] != 0:  # filled at this open: the entry price and fee of the new state
             events.append(
-                ("fill", {"side": int(old[S_PEND]), "size": old[S_PEND_SIZE], "bar": now})
+                (
+                    "fill",
+                    {
+                        "side": int(old[S_PEND]),
+                        "size": old[S_PEND_SIZE],
+                        "bar": now,
+                        "price": new[S_ENTRY],
+                        "fee": new[S_ENTRY_FEE],
+                        **order_by,
+                    },
+                )
             )
-        events += [("exit", t) for t in trades]
+        events += [
+            ("exit", {**t, **(order_by if int(row[0]) == bar else position_by)})
+            for t, row in zip(trades, closed, strict=True)
+        ]
+        opened_now = int(new[S_ENTRY_I]) == bar
+        if new[S_POS] == 0:
+            position_by = {}
+        elif opened_now:
+            position_by = order_by
+        order_by = {}
         if new[S_PEND] != 0:
+            order_by = by
             events.append(
                 (
                     "order",
@@ -249,12 +339,12 @@ class SymbolTrader:
                         "target": new[S_PEND_TARGET],
                         "decided_on": now,
                         "signal": {k: v for k, v in meta.items() if k != "strategy_type"},
+                        **by,
                     },
                 )
             )
-        opened_now = int(new[S_ENTRY_I]) == bar
         entry_ts = None if new[S_POS] == 0 else (now if opened_now else self.entry_ts)
-        return events, trades, entry_ts
+        return events, trades, entry_ts, order_by, position_by
 
     def finish(self) -> list[dict[str, Any]]:
         """End of a finite feed: cancel the pending order, close the position at the close."""
@@ -269,13 +359,24 @@ class SymbolTrader:
         new = self.state.copy()
         k = close_out(new, self.buffer, self.last_close, self._params[5], self._params[6])
         trades = [self._trade(r, self.last_ts, self.entry_ts) for r in self.buffer[:k]]
-        events = [("exit", t) for t in trades] + (
-            [("cancel", {"bar": str(self.last_ts)})] if self.state[S_PEND] != 0 else []
+        events = [("exit", {**t, **self._position_by}) for t in trades] + (
+            [("cancel", {"bar": str(self.last_ts), **self._order_by})]
+            if self.state[S_PEND] != 0
+            else []
         )
         if events:
             self.journal.commit(self.symbol, self.last_ts, new, None, events, trades)
         self.state, self.entry_ts = new, None
+        self._order_by, self._position_by = {}, {}
         return trades
+
+
+_BY_KEYS = ("strategy", "model", "model_version")
+
+
+def _by_of(payload: dict[str, Any] | None) -> dict[str, Any]:
+    """Who made a journaled order or fill (empty for a journal written before they said)."""
+    return {k: payload[k] for k in _BY_KEYS if payload and k in payload}
 
 
 def _stream(strategy: Any, symbol: str, window: int | None) -> Any:
@@ -340,6 +441,13 @@ class LiveRuntime:
 
     async def _symbol(self, trader: SymbolTrader) -> bool:
         """Trade a symbol's feed; True if a finite feed ran to its end."""
+        if trader.resumed:  # the divergence report names a restart as a possible cause
+            self.journal.note(
+                trader.symbol,
+                trader.last_ts,
+                "resumed",
+                {"bar": int(trader.state[S_BAR]), "position": int(trader.state[S_POS])},
+            )
         async for candle in trader.feed.candles(after=trader.last_ts):
             trader.process(candle)
             if self.tracker is not None:

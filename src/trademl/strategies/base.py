@@ -136,6 +136,9 @@ class SignalStream:
     def __init__(self, strategy: BaseStrategy, *, what: str, keep: int) -> None:
         self.strategy, self.what = strategy, what
         self.recent: deque[tuple] = deque(maxlen=max(int(keep), 1))
+        # values of the last decision beyond the signal's metadata (MLStream: the class
+        # probabilities), journaled by the live runtime; empty for a strategy without any
+        self.details: dict[str, float] = {}
 
     def warm_up(self, history: pd.DataFrame) -> dict[str, Any] | None:
         """Take every candle of ``history`` (clean OHLCV) in order; the signal of the last one

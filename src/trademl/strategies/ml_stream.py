@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from trademl.inference import calculate_signal_strength, signals_from_probabilities
+from trademl.labels import LABELS
 from trademl.strategies.base import SignalStream
 from trademl.strategies.ml_strategy import _CODE_TO_SIDE
 
@@ -12,6 +13,8 @@ if TYPE_CHECKING:
     from trademl.strategies.ml_strategy import MLStrategy
 
 __all__ = ["MLStream"]
+
+_P_KEYS = tuple(f"p_{label}" for label in LABELS)
 
 
 class MLStream(SignalStream):
@@ -52,7 +55,11 @@ class MLStream(SignalStream):
         row = self.features.update(*fields)
         if self.features.count < self.min_bars:
             return None
-        codes, confidence = signals_from_probabilities(self.predict(row[None, :]), s.min_confidence)
+        proba = self.predict(row[None, :])
+        codes, confidence = signals_from_probabilities(proba, s.min_confidence)
+        # the class probabilities (p_SHORT, p_FLAT, p_LONG as in MLStrategy's batch signals),
+        # for the live journal's decision rows; not part of the spec's signal metadata
+        self.details = dict(zip(_P_KEYS, proba[0].tolist(), strict=True))
         atr = self.features.atr(s.atr_period)
         side = 0 if atr != atr else int(_CODE_TO_SIDE[codes[0]])  # NaN ATR: no trade
         conf = float(confidence[0])
