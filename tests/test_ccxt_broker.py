@@ -378,6 +378,11 @@ def test_a_refused_entry_and_a_partial_fill_are_booked_as_the_exchange_did(tmp_p
     assert trade["size"] == pytest.approx(part["filled"])
     protective = [o for o in orders if o.get("algoType") == "CONDITIONAL"][:2]
     assert [float(o["quantity"]) for o in protective] == pytest.approx([part["filled"]] * 2)
+    # the divergence report names the refusal as where live and backtest part
+    from trademl.live.divergence import divergence_report
+
+    symbol = divergence_report(tmp_path / "j.db").symbols[0]
+    assert symbol.diverged and "rejected" in symbol.reason, symbol.summary()
 
 
 def test_stops_managed_by_the_runtime_close_at_the_next_open(tmp_path):

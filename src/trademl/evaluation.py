@@ -11,7 +11,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from scipy.stats import pearsonr, spearmanr
 from sklearn.metrics import (
     accuracy_score,
     balanced_accuracy_score,
@@ -22,6 +21,7 @@ from sklearn.metrics import (
 )
 from sklearn.pipeline import Pipeline
 
+from trademl.inference import class_probabilities
 from trademl.labels import LABEL_TO_INT, LABELS
 
 __all__ = [
@@ -69,18 +69,11 @@ class Evaluation:
     segment: str = "test"  # the rows the confusion matrix, report and importances describe
 
 
-def class_probabilities(model: Pipeline, X: pd.DataFrame) -> np.ndarray:
-    """``predict_proba`` with one column per label code 0..2, zeros for unseen classes."""
-    proba = model.predict_proba(X)
-    out = np.zeros((len(X), len(CODES)))
-    for j, cls in enumerate(model.classes_):
-        out[:, int(cls)] = proba[:, j]
-    return out
-
-
 def _ic(score: np.ndarray, fwd: np.ndarray) -> tuple[float, float]:
     if len(score) < 3 or np.ptp(score) == 0 or np.ptp(fwd) == 0:
         return 0.0, 0.0
+    from scipy.stats import pearsonr, spearmanr  # here: scipy.stats costs 1.3 s to import
+
     return float(pearsonr(score, fwd)[0]), float(spearmanr(score, fwd)[0])
 
 

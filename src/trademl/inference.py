@@ -17,9 +17,21 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from trademl.evaluation import class_probabilities
 from trademl.features import build_feature_matrix
 from trademl.labels import INT_TO_LABEL, LABEL_TO_INT, LABELS
+
+
+def class_probabilities(model, X: pd.DataFrame) -> np.ndarray:
+    """``predict_proba`` with one column per label code 0..2, zeros for unseen classes.
+
+    (Here rather than in :mod:`trademl.evaluation`, which imports sklearn.metrics and scipy:
+    a live session's start-up needs only this.)"""
+    proba = model.predict_proba(X)
+    out = np.zeros((len(X), len(LABELS)))
+    for j, cls in enumerate(model.classes_):
+        out[:, int(cls)] = proba[:, j]
+    return out
+
 
 __all__ = [
     "calculate_signal_strength",

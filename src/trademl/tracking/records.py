@@ -7,12 +7,13 @@ import json
 import subprocess
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from trademl.evaluation import Evaluation
 from trademl.labels import LABELS
-from trademl.plots import plot_confusion_matrix, plot_feature_importance
 from trademl.tracking.runs import RunRecorder
+
+if TYPE_CHECKING:  # evaluation (sklearn.metrics, scipy) and plots (matplotlib) cost seconds to
+    from trademl.evaluation import Evaluation  # import: only a training needs them
 
 __all__ = ["config_params", "flatten", "git_commit", "log_evaluation"]
 
@@ -41,6 +42,8 @@ def log_evaluation(
     recorder: RunRecorder, evaluation: Evaluation, *, title: str = "", top: int = 20
 ) -> None:
     """Metrics, confusion matrix (PNG and JSON), importances (CSV and PNG), report."""
+    from trademl.plots import plot_confusion_matrix, plot_feature_importance
+
     recorder.log_metrics(evaluation.metrics)
     with recorder.artifact_dir("evaluation") as tmp:
         cm_json = {
