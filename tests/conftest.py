@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+import sqlite3
 
 import numpy as np
 import pandas as pd
@@ -129,14 +131,14 @@ def compose():
     GlobalHydra.instance().clear()
 
 
-@pytest.fixture(scope="module")
-def production_model(tmp_path_factory):
-    """A random forest trained on synthetic data, registered and promoted to Production."""
+@pytest.fixture(scope="session")
+def _trained_registry(tmp_path_factory):
+    """The store of :func:`production_model`, trained once per test process (15 s)."""
     from hydra.core.global_hydra import GlobalHydra
 
     from trademl.train import compose_config, train
 
-    tmp = tmp_path_factory.mktemp("registry")
+    tmp = tmp_path_factory.mktemp("registry-template")
     store = {"uri": f"sqlite:///{tmp}/mlflow.db", "artifacts": str(tmp / "mlruns")}
     saved = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
     GlobalHydra.instance().clear()
@@ -147,4 +149,35 @@ def production_model(tmp_path_factory):
             os.environ.pop(key, None)
         else:
             os.environ[key] = value
-    return {"store": store, "result": result}
+    return {"store": store, "result": result, "dir": tmp}
+
+
+@pytest.fixture(scope="module")
+def production_model(_trained_registry, tmp_path_factory):
+    """A random forest trained on synthetic data, registered and promoted to Production: a
+    copy per test module of a store trained once (a module may promote, alias or tamper
+    with its copy freely), its paths moved to the copy's folder."""
+    src = _trained_registry["dir"]
+    tmp = tmp_path_factory.mktemp("registry")
+    shutil.copytree(src / "mlruns", tmp / "mlruns")
+    with sqlite3.connect(src / "mlflow.db") as source, sqlite3.connect(tmp / "mlflow.db") as db:
+        source.backup(db)
+        old, new = str(src), str(tmp)
+        tables = [r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")]
+        for table in tables:
+            for col in db.execute(f'PRAGMA table_info("{table}")').fetchall():
+                if "CHAR" in col[2].upper() or "TEXT" in col[2].upper():
+                    db.execute(
+                        f'UPDATE "{table}" SET "{col[1]}" = replace("{col[1]}", ?, ?) '
+                        f'WHERE instr("{col[1]}", ?) > 0',
+                        (old, new, old),
+                    )
+    source.close()
+    db.close()
+    for path in (tmp / "mlruns").rglob("*"):  # MLmodel and config.yaml name the store too
+        if path.is_file() and (path.name == "MLmodel" or path.suffix in (".yaml", ".json")):
+            text = path.read_text()
+            if old in text:
+                path.write_text(text.replace(old, new))
+    store = {"uri": f"sqlite:///{tmp}/mlflow.db", "artifacts": str(tmp / "mlruns")}
+    return {"store": store, "result": _trained_registry["result"]}
