@@ -308,26 +308,16 @@ class CcxtFeed(Feed):
         delay, gap_polls = self.backoff, 0
         while True:
             self.stats["polls"] += 1
-            try:
-                rows, now = await asyncio.to_thread(self._poll, cursor)
-            except self._permanent as exc:
-                raise DataError(
-                    f"feed {self.symbol}: {self.exchange_id} refused the candles request: "
-                    f"{self._describe(exc)}"
-                ) from exc
-            except self._ccxt.BaseError as exc:
-                self.stats["errors"] += 1
-                log.warning(
-                    "feed %s: %s; reconnecting in %.3g s, then backfilling from %s",
-                    self.symbol,
-                    self._describe(exc),
-                    delay,
-                    pd.Timestamp(cursor, unit="ms", tz="UTC"),
-                )
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, self.max_backoff)
+            ok, answer, delay = await self._attempt(
+                lambda c=cursor: asyncio.to_thread(self._poll, c),
+                "the candles request",
+                "",
+                lambda c=cursor: f"backfilling from {pd.Timestamp(c, unit='ms', tz='UTC')}",
+                delay,
+            )
+            if not ok:
                 continue
-            delay = self.backoff
+            rows, now = answer
             new, bad = self._good_prefix(rows, now, last)
             ready = _contiguous(new, last, self.step)
             if bad is not None:  # the good candles before it, then the error
@@ -366,6 +356,30 @@ class CcxtFeed(Feed):
                 return
             await asyncio.sleep(self.poll_interval)
 
+    async def _attempt(self, call, what: str, prefix: str, then, delay: float):
+        """``(True, answer, backoff)`` of one awaited exchange call; a refusal raises a
+        ``DataError``; any other ccxt error is counted, logged and waited out for ``delay``
+        seconds, giving ``(False, None, the next delay)`` (doubled, up to ``max_backoff``);
+        ``then()`` says what follows, in the warning."""
+        try:
+            return True, await call(), self.backoff
+        except self._permanent as exc:
+            raise DataError(
+                f"feed {self.symbol}: {self.exchange_id} refused {what}: {self._describe(exc)}"
+            ) from exc
+        except self._ccxt.BaseError as exc:
+            self.stats["errors"] += 1
+            log.warning(
+                "feed %s: %s%s; reconnecting in %.3g s, then %s",
+                self.symbol,
+                prefix,
+                self._describe(exc),
+                delay,
+                then(),
+            )
+            await asyncio.sleep(delay)
+            return False, None, min(delay * 2, self.max_backoff)
+
     async def _stream_candles(self, after: pd.Timestamp | None) -> AsyncIterator[Candle]:
         """REST up to now, then the websocket kline stream (see the module docstring)."""
         import ccxt.pro
@@ -379,29 +393,19 @@ class CcxtFeed(Feed):
         delay = self.backoff
         try:
             while True:
-                try:
-                    rows = await pro.watch_ohlcv(self.symbol, self.timeframe)
-                except self._permanent as exc:
-                    raise DataError(
-                        f"feed {self.symbol}: {self.exchange_id} refused the kline stream: "
-                        f"{self._describe(exc)}"
-                    ) from exc
-                except self._ccxt.BaseError as exc:
-                    self.stats["errors"] += 1
-                    log.warning(
-                        "feed %s: stream %s; reconnecting in %.3g s, then backfilling over REST",
-                        self.symbol,
-                        self._describe(exc),
-                        delay,
-                    )
-                    await asyncio.sleep(delay)
-                    delay = min(delay * 2, self.max_backoff)
+                ok, rows, delay = await self._attempt(
+                    lambda: pro.watch_ohlcv(self.symbol, self.timeframe),
+                    "the kline stream",
+                    "stream ",
+                    lambda: "backfilling over REST",
+                    delay,
+                )
+                if not ok:
                     seen.clear()  # a candle's last values may have been lost: REST has them
                     async for candle in self._rest_candles(last, catch_up=True):
                         yield candle
                         last = candle.timestamp
                     continue
-                delay = self.backoff
                 self.stats["polls"] += 1
                 for row in rows:
                     seen[int(row[0])] = list(row[:6])
